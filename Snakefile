@@ -1,0 +1,21 @@
+# semcore: the sparse semantic representation of an unconditional UNet denoiser (Kadkhodaie, Mallat,
+# Simoncelli). Read top to bottom: images → shards → a trained blind denoiser → … (see rules/).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+
+
+rule all:
+    input:
+        rules.shard.output.manifest,
+        rules.train.output.model,
+        rules.train.output.curve,
+    default_target: True

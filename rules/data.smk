@@ -1,0 +1,30 @@
+# Images from the configured source → WebDataset shards, and a manifest accounting for every input.
+
+
+checkpoint shard:
+    input:
+        source_files,
+    output:
+        shards=directory(f"{RESULTS}/shards"),
+        manifest=f"{RESULTS}/manifest.parquet",
+    params:
+        source=SOURCE,
+        options=source_options(),
+        size=config["data"]["size"],
+        channels=config["data"]["channels"],
+        min_size=semcore_config.min_size(config["data"]),
+        test_fraction=config["data"]["test_fraction"],
+        samples_per_shard=config["data"]["samples_per_shard"],
+        seed=config["data"]["seed"],
+    log:
+        f"{RESULTS}/logs/shard.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/shard.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/shard.py"

@@ -1,0 +1,1 @@
+"""semcore: the sparse semantic representation of unconditional UNet denoisers."""

@@ -1,0 +1,168 @@
+"""UNet_flex: the paper's blind, fully convolutional UNet denoiser, and its block channel means ā.
+
+Encoder blocks E1…En (convs, then 2× average pooling), a middle block M at the lowest resolution,
+decoder blocks Dn…D1 (2× transposed-conv upsampling, concatenated skip, convs); D1 ends with the
+output conv and returns x̂ directly. Each conv is followed by the norm and a ReLU, except the very
+first conv (no norm) and the output conv. The norms divide by a standard deviation and never
+subtract a mean, as in the authors' code. Blocks are named as in the paper's figure 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+NORMS = ("layer", "batch", "none")
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # per level; last is the middle
+    enc_convs: list[int] = field(default_factory=lambda: [2, 2, 2])  # per encoder block, outermost first
+    mid_convs: int = 3
+    dec_convs: list[int] = field(default_factory=lambda: [2, 2, 2])  # outermost first; D1's includes the output conv
+    norm: str = "layer"  # layer: std over (C, H, W) per image; batch: std over (N, H, W) per channel; none
+    bias: bool = True  # convs' bias; without it a layer-normed net is blind to the input's scale
+    kernel_size: int = 3
+
+    def __post_init__(self):
+        self.channels, self.enc_convs, self.dec_convs = list(self.channels), list(self.enc_convs), list(self.dec_convs)
+        n = self.num_blocks
+        if n < 1:
+            raise ValueError("model.channels: give at least two levels (encoder blocks + middle)")
+        for key in ("enc_convs", "dec_convs"):
+            if len(getattr(self, key)) != n:
+                raise ValueError(f"model.{key}: needs {n} entries, one per encoder/decoder block (model.channels has {n + 1} levels)")
+        if min(self.enc_convs) < 1 or self.mid_convs < 1 or min(self.dec_convs[1:], default=1) < 1:
+            raise ValueError("model.enc_convs, mid_convs, dec_convs: every block needs at least one conv")
+        if self.dec_convs[0] < 2:
+            raise ValueError("model.dec_convs[0]: the outermost decoder block needs ≥ 2 convs (one is the output conv)")
+        if self.norm not in NORMS:
+            raise ValueError(f"model.norm: {self.norm!r} is not one of {NORMS}")
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.channels) - 1
+
+    @property
+    def block_names(self) -> list[str]:
+        """Blocks whose channel means ā are read: E1…En, M, Dn…D2 (D1 outputs the image)."""
+        n = self.num_blocks
+        return [f"E{b + 1}" for b in range(n)] + ["M"] + [f"D{b + 1}" for b in reversed(range(1, n))]
+
+
+class StdNorm(nn.Module):
+    """x · γ_c / std(x): the paper's "LayerNorm" (std over C,H,W per image) or bias-free BatchNorm."""
+
+    def __init__(self, channels: int, kind: str, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.kind, self.eps, self.momentum = kind, eps, momentum
+        # The authors' initialisation: small gains of either sign.
+        self.gamma = nn.Parameter((torch.randn(1, channels, 1, 1) * (2.0 / 9.0 / 64.0)).clamp(-0.025, 0.025))
+        if kind == "batch":
+            self.register_buffer("running_std", torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + self.eps
+        elif self.training:
+            std = torch.sqrt(x.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + self.eps)
+            with torch.no_grad():
+                self.running_std.lerp_(std, self.momentum)
+        else:
+            std = self.running_std
+        return x * (self.gamma / std)
+
+
+class UNetFlex(nn.Module):
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = c = config
+        ch, n = c.channels, c.num_blocks
+        self.encoder = nn.ModuleList(
+            self._convs(c.in_channels if b == 0 else ch[b - 1], ch[b], c.enc_convs[b], first_norm=b > 0)
+            for b in range(n))
+        self.pool = nn.AvgPool2d(2)
+        self.middle = self._convs(ch[n - 1], ch[n], c.mid_convs)
+        self.upsample = nn.ModuleList(
+            nn.ConvTranspose2d(ch[b + 1], ch[b], kernel_size=2, stride=2, bias=False) for b in range(n))  # as the authors
+        self.decoder = nn.ModuleList(
+            self._convs(2 * ch[b], ch[b], c.dec_convs[b] - (b == 0)) for b in range(n))
+        self.output = nn.Conv2d(ch[0], c.in_channels, c.kernel_size, padding=c.kernel_size // 2, bias=c.bias)
+        self.apply(_kaiming_init)
+
+    def _convs(self, cin: int, cout: int, count: int, first_norm: bool = True) -> nn.Sequential:
+        c = self.config
+        layers = []
+        for i in range(count):
+            layers.append(nn.Conv2d(cin if i == 0 else cout, cout, c.kernel_size, padding=c.kernel_size // 2, bias=c.bias))
+            if c.norm != "none" and (i > 0 or first_norm):
+                layers.append(StdNorm(cout, c.norm))
+            layers.append(nn.ReLU(inplace=True))
+        return nn.Sequential(*layers)
+
+    def forward(self, y: torch.Tensor, return_means: bool = False):
+        """x̂(y); with return_means, also {block name: ā [B, C]}, the spatial means of each block's output."""
+        means = {}
+        skips = []
+        x = y
+        for b, block in enumerate(self.encoder):
+            x = block(x)
+            skips.append(x)
+            means[f"E{b + 1}"] = x
+            x = self.pool(x)
+        x = self.middle(x)
+        means["M"] = x
+        for b in reversed(range(self.config.num_blocks)):
+            x = self.decoder[b](torch.cat([self.upsample[b](x), skips[b]], dim=1))
+            if b > 0:
+                means[f"D{b + 1}"] = x
+        x = self.output(x)
+        if return_means:
+            return x, {name: a.mean(dim=(2, 3)) for name, a in means.items()}
+        return x
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Config + weights as plain data, loadable with torch.load(weights_only=True); atomic."""
+        tmp = f"{path}.tmp"
+        torch.save({"config": asdict(self.config), "state_dict": self.state_dict()}, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location="cpu") -> "UNetFlex":
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+        model = cls(UNetConfig(**saved["config"]))
+        model.load_state_dict(saved["state_dict"])
+        return model
+
+
+def _kaiming_init(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def receptive_fields(config: UNetConfig) -> dict[str, int]:
+    """Receptive field in input pixels of one unit of each block's output, and of the output x̂.
+
+    A k×k conv at stride `jump` widens the field by (k − 1)·jump, 2× pooling by `jump` and doubles
+    the stride; a 2×2 stride-2 transposed conv maps each output unit to one input unit. Through the
+    skips the deepest path is the widest, so it gives each decoder block's field.
+    """
+    k, rf, jump, fields = config.kernel_size, 1, 1, {}
+    for b, convs in enumerate(config.enc_convs):
+        rf += convs * (k - 1) * jump
+        fields[f"E{b + 1}"] = rf
+        rf, jump = rf + jump, jump * 2
+    rf += config.mid_convs * (k - 1) * jump
+    fields["M"] = rf
+    for b in reversed(range(config.num_blocks)):
+        jump //= 2
+        rf += config.dec_convs[b] * (k - 1) * jump
+        fields[f"D{b + 1}" if b > 0 else "output"] = rf
+    return fields

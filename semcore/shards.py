@@ -1,0 +1,141 @@
+"""WebDataset shards: writing them reproducibly with a manifest, and streaming them back as batches.
+
+A sample is `<key>.png` (the conformed image) + `<key>.json` (label, label_name, source, origin, split,
+factors). Shards are `{split}-{i:06d}.tar`, written under a temporary name and renamed when complete,
+so a killed job never leaves a shard that looks whole. The manifest has one row per input item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+import torch
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from semcore.sources import Item, UnusableImage, conform
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "test")
+
+
+def split_of(key: str, seed: int, test_fraction: float) -> str:
+    """A stable split from a hash of the key: adding or removing inputs never moves the others."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "big") / 2**64 < test_fraction else "train"
+
+
+class _ShardSequence:
+    """Writes {split}-000000.tar, {split}-000001.tar, … with at most `per_shard` samples each."""
+
+    def __init__(self, out_dir: Path, split: str, per_shard: int):
+        self.out_dir, self.split, self.per_shard = out_dir, split, per_shard
+        self.index, self.count, self.writer, self.file = -1, 0, None, None
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}.tar"
+
+    def write(self, sample: dict) -> str:
+        if self.writer is None or self.count == self.per_shard:
+            self.close()
+            self.index, self.count = self.index + 1, 0
+            self.file = open(self.out_dir / (self.name + ".tmp"), "wb")
+            self.writer = wds.TarWriter(self.file, mtime=0)  # fixed mtime: byte-identical tars
+        self.writer.write(sample)
+        self.count += 1
+        return self.name
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.file.close()
+            os.replace(self.out_dir / (self.name + ".tmp"), self.out_dir / self.name)
+            self.writer = None
+
+
+def png_bytes(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, size: int, channels: int,
+                 min_size: int, test_fraction: float, seed: int, samples_per_shard: int) -> pd.DataFrame:
+    """Conform and write every readable item; returns the manifest (one row per item, written or skipped)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sequences = {split: _ShardSequence(out_dir, split, samples_per_shard) for split in SPLITS}
+    rows = []
+    for item in tqdm(items, desc="shard", unit="img", mininterval=10):
+        split = split_of(item.key, seed, test_fraction)
+        row = dict(key=item.key, origin=item.origin, label=item.label, label_name=item.label_name,
+                   source=source, split=split, shard=None, status="skipped", reason=item.error)
+        if item.error is None:
+            try:
+                pixels = conform(item.image, size, channels, min_size)
+            except UnusableImage as error:
+                row["reason"] = str(error)
+            else:
+                meta = dict(label=item.label, label_name=item.label_name, source=source, origin=item.origin,
+                            split=split, factors=item.factors)
+                sample = {"__key__": item.key, "png": png_bytes(pixels),
+                          "json": json.dumps(meta, sort_keys=True).encode()}
+                row.update(shard=sequences[split].write(sample), status="written")
+        if row["status"] == "skipped":
+            log.warning("skipped %s (%s): %s", item.key, item.origin, row["reason"])
+        rows.append(row)
+    for sequence in sequences.values():
+        sequence.close()
+    manifest = pd.DataFrame(rows, columns=["key", "origin", "label", "label_name", "source", "split", "shard",
+                                           "status", "reason"])
+    if manifest.empty:
+        raise ValueError(f"data.source {source!r} yielded no inputs")
+    log.info("%d inputs: %d written, %d skipped", len(manifest), (manifest.status == "written").sum(),
+             (manifest.status == "skipped").sum())
+    return manifest
+
+
+def write_parquet(table: pd.DataFrame, path: str | Path) -> None:
+    """Write under a temporary name and rename: a reader never sees half a file."""
+    tmp = f"{path}.tmp"
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
+    paths = sorted(str(p) for p in Path(shard_dir).glob(f"{split}-*.tar"))
+    if not paths:
+        raise FileNotFoundError(f"no {split} shards in {shard_dir} (is data.test_fraction > 0?)")
+    return paths
+
+
+def _decoder(channels: int) -> str:
+    return "torchl8" if channels == 1 else "torchrgb8"
+
+
+def batches(shard_dir: str | Path, split: str, batch_size: int, channels: int, seed: int,
+            shuffle_buffer: int = 2000) -> Iterator[torch.Tensor]:
+    """An endless stream of shuffled uint8 batches [B, C, H, W], resampling shards with replacement."""
+    dataset = (wds.WebDataset(shard_paths(shard_dir, split), resampled=True, shardshuffle=False, seed=seed)
+               .shuffle(shuffle_buffer, seed=seed)
+               .decode(_decoder(channels))
+               .to_tuple("png")
+               .batched(batch_size, partial=False))
+    for (images,) in dataset:
+        yield images
+
+
+def first_images(shard_dir: str | Path, split: str, n: int, channels: int) -> torch.Tensor:
+    """The first n images of a split in shard order: a fixed evaluation set, uint8 [n, C, H, W]."""
+    dataset = wds.WebDataset(shard_paths(shard_dir, split), shardshuffle=False).decode(_decoder(channels)).to_tuple("png")
+    images = [image for (image,), _ in zip(dataset, range(n))]
+    return torch.stack(images)

@@ -1,0 +1,116 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from semcore import shards
+from semcore.model import UNetConfig, UNetFlex
+from semcore.sources import synthetic
+from semcore.train import TrainConfig, denoising_loss, sample_sigmas, train
+
+MODEL = UNetConfig(channels=[8, 16, 32])
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    shards.write_shards(synthetic(160, 0, 16), out, source="synthetic", size=16, channels=3, min_size=16,
+                        test_fraction=0.2, seed=0, samples_per_shard=50)
+    return out
+
+
+def test_sigma_distributions_cover_their_range():
+    for dist in ("uniform", "quadratic"):
+        s = sample_sigmas(20000, TrainConfig(sigma_min=0.04, sigma_max=0.64, sigma_distribution=dist))
+        assert 0.04 <= s.min() and s.max() <= 0.64
+    quadratic = sample_sigmas(20000, TrainConfig(sigma_min=0.0, sigma_max=1.0))
+    assert abs(quadratic.median() - 0.25) < 0.02  # √σ uniform: the median σ is 0.5²
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = UNetFlex(MODEL)
+    x = torch.rand(16, 3, 16, 16)
+    sigmas = torch.full((16,), 0.2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        torch.manual_seed(1)  # the same noise each step: the loss must fall
+        loss = denoising_loss(model, x, sigmas, "none")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_writes_model_log_and_denoises(shard_dir, tmp_path):
+    config = TrainConfig(steps=60, batch_size=16, eval_every=30, eval_images=16, log_every=10, lr=3e-3)
+    table = train(MODEL, config, shard_dir, tmp_path / "run", tmp_path / "model.pt")
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [10, 20, 30, 40, 50, 60]
+    assert {r["step"] for r in records if r["kind"] == "eval"} == {0, 30, 60}
+    assert {row["sigma"] for row in table} == {0.1, 0.3}
+    at_03 = next(row for row in table if row["sigma"] == 0.3)
+    assert at_03["psnr_denoised"] > at_03["psnr_noisy"]
+    assert UNetFlex.from_pretrained(tmp_path / "model.pt").config == MODEL
+
+
+RUN_IN_CHILD = """
+import sys
+from semcore.model import UNetConfig
+from semcore.train import TrainConfig, train
+train(UNetConfig(channels=[8, 16, 32]), TrainConfig(steps=400, batch_size=8, checkpoint_every=5, eval_images=8,
+      eval_every=1000), sys.argv[1], sys.argv[2], sys.argv[3])
+"""
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(shard_dir, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-c", RUN_IN_CHILD, str(shard_dir), str(run), str(tmp_path / "model.pt")]
+    child = subprocess.Popen(args)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() or _checkpoint_step(run) < 10:
+        assert time.time() < deadline and child.poll() is None, "no checkpoint written"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed_at = _checkpoint_step(run)
+    assert 10 <= killed_at < 400 and not (tmp_path / "model.pt").exists()
+
+    subprocess.run(args, check=True)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    resumes = [r for r in records if r["kind"] == "resume"]
+    assert [r["step"] for r in resumes] == [killed_at]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # no step logged twice
+    assert _checkpoint_step(run) == 400 and (tmp_path / "model.pt").exists()
+
+
+def _checkpoint_step(run) -> int:
+    try:
+        return torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    except (EOFError, RuntimeError, FileNotFoundError):
+        return -1
+
+
+def test_changed_options_start_afresh(shard_dir, tmp_path):
+    base = dict(steps=10, batch_size=8, checkpoint_every=5, eval_images=8)
+    train(MODEL, TrainConfig(**base), shard_dir, tmp_path, tmp_path / "model.pt")
+    train(MODEL, TrainConfig(**base, lr=5e-4), shard_dir, tmp_path, tmp_path / "model.pt")
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert not [r for r in records if r["kind"] == "resume"]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [10]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_dir, tmp_path):
+    config = TrainConfig(steps=50, batch_size=8, lr=1e12, checkpoint_every=1, eval_images=8)
+    with pytest.raises(FloatingPointError, match="non-finite loss .* at step"):
+        train(MODEL, config, shard_dir, tmp_path, tmp_path / "model.pt")
+    snapshot = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(p).all() for p in snapshot["model"].values())
+    assert snapshot["step"] >= 1 and not (tmp_path / "model.pt").exists()

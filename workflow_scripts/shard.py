@@ -1,0 +1,16 @@
+"""Adapter for rule `shard`: source items → WebDataset shards + manifest."""
+import logging
+import sys
+
+from semcore import shards
+from semcore.sources import iter_items
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+p = snakemake.params
+items = iter_items(p.source, p.options, size=p.size, seed=p.seed)
+manifest = shards.write_shards(items, snakemake.output.shards, source=p.source, size=p.size, channels=p.channels,
+                               min_size=p.min_size, test_fraction=p.test_fraction, seed=p.seed,
+                               samples_per_shard=p.samples_per_shard)
+shards.write_parquet(manifest, snakemake.output.manifest)

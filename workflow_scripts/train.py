@@ -1,0 +1,19 @@
+"""Adapter for rule `train`: shards → trained denoiser (resuming a killed run) + training curve."""
+import logging
+import sys
+
+import pandas as pd
+import torch
+
+from semcore import figures
+from semcore.model import UNetConfig
+from semcore.train import TrainConfig, train
+
+sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed run keeps the killed run's log
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+torch.set_num_threads(snakemake.threads)
+
+p = snakemake.params
+train(UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train), snakemake.input.shards,
+      p.run_dir, snakemake.output.model)
+figures.training_curve(pd.read_json(f"{p.run_dir}/log.jsonl", lines=True), snakemake.output.curve)
