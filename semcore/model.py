@@ -22,18 +22,20 @@ NORMS = ("layer", "batch", "none")
 class UNetConfig:
     in_channels: int = 3
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # per level; last is the middle
-    enc_convs: list[int] = field(default_factory=lambda: [2, 2, 2])  # per encoder block, outermost first
+    enc_convs: int | list[int] = 2  # per encoder block, outermost first; an int for all blocks
     mid_convs: int = 3
-    dec_convs: list[int] = field(default_factory=lambda: [2, 2, 2])  # outermost first; D1's includes the output conv
+    dec_convs: int | list[int] = 2  # likewise; D1's count includes the output conv
     norm: str = "layer"  # layer: std over (C, H, W) per image; batch: std over (N, H, W) per channel; none
     bias: bool = True  # convs' bias; without it a layer-normed net is blind to the input's scale
     kernel_size: int = 3
 
     def __post_init__(self):
-        self.channels, self.enc_convs, self.dec_convs = list(self.channels), list(self.enc_convs), list(self.dec_convs)
         n = self.num_blocks
         if n < 1:
             raise ValueError("model.channels: give at least two levels (encoder blocks + middle)")
+        self.channels = list(self.channels)
+        self.enc_convs, self.dec_convs = ([c] * n if isinstance(c, int) else list(c)
+                                          for c in (self.enc_convs, self.dec_convs))
         for key in ("enc_convs", "dec_convs"):
             if len(getattr(self, key)) != n:
                 raise ValueError(f"model.{key}: needs {n} entries, one per encoder/decoder block (model.channels has {n + 1} levels)")
@@ -148,21 +150,28 @@ def _kaiming_init(module: nn.Module) -> None:
 
 
 def receptive_fields(config: UNetConfig) -> dict[str, int]:
-    """Receptive field in input pixels of one unit of each block's output, and of the output x̂.
+    """Receptive field, in input pixels, of one unit of each block's output and of the output x̂.
 
-    A k×k conv at stride `jump` widens the field by (k − 1)·jump, 2× pooling by `jump` and doubles
-    the stride; a 2×2 stride-2 transposed conv maps each output unit to one input unit. Through the
-    skips the deepest path is the widest, so it gives each decoder block's field.
+    Encoder and middle: a k×k conv at stride `jump` widens the field by (k − 1)·jump, 2× pooling by
+    `jump` and doubles the stride. Decoder: follow the window a unit needs back through the decoder
+    convs and upsamplings (2×2 stride-2 transposed convs map W consecutive units onto at most
+    W // 2 + 1 coarser ones) to the middle block and to each skip; the widest path is the field.
     """
-    k, rf, jump, fields = config.kernel_size, 1, 1, {}
-    for b, convs in enumerate(config.enc_convs):
+    k, n = config.kernel_size, config.num_blocks
+    rf, jump, encoder = 1, 1, []
+    for convs in config.enc_convs:
         rf += convs * (k - 1) * jump
-        fields[f"E{b + 1}"] = rf
+        encoder.append(rf)
         rf, jump = rf + jump, jump * 2
-    rf += config.mid_convs * (k - 1) * jump
-    fields["M"] = rf
-    for b in reversed(range(config.num_blocks)):
-        jump //= 2
-        rf += config.dec_convs[b] * (k - 1) * jump
-        fields[f"D{b + 1}" if b > 0 else "output"] = rf
-    return fields
+    middle = rf + config.mid_convs * (k - 1) * jump
+
+    def decoder(level: int) -> int:
+        window, widest = 1, 0
+        for deeper in range(level, n):
+            window += config.dec_convs[deeper] * (k - 1)
+            widest = max(widest, encoder[deeper] + (window - 1) * 2**deeper)  # through the skip
+            window = window // 2 + 1  # through the upsampling
+        return max(widest, middle + (window - 1) * 2**n)
+
+    fields = {f"E{b + 1}": encoder[b] for b in range(n)} | {"M": middle}
+    return fields | {f"D{b + 1}": decoder(b) for b in reversed(range(1, n))} | {"output": decoder(0)}

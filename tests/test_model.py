@@ -55,7 +55,10 @@ def test_receptive_field_matches_the_gradient_footprint(config):
     middle = model.middle(_encode(model, x))
     centre = middle.shape[-1] // 2
     assert footprint(middle[0, :, centre, centre].sum()) == fields["M"]
-    assert footprint(x_hat[0, :, size // 2, size // 2].sum()) == fields["output"]
+    # Upsampling makes the footprint depend on a unit's alignment: the field is the widest over one period.
+    centre = size // 2
+    widest = max(footprint(x_hat[0, :, centre + j, centre + j].sum()) for j in range(2**config.num_blocks))
+    assert widest == fields["output"]
 
 
 def _encode(model, x):

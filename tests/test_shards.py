@@ -1,5 +1,4 @@
 import hashlib
-import json
 
 import numpy as np
 import webdataset as wds
@@ -19,7 +18,7 @@ def test_every_input_is_written_once_and_shards_respect_their_size(tmp_path):
     read = {}
     for path in sorted(tmp_path.glob("*.tar")):
         for sample in wds.WebDataset(str(path), shardshuffle=False).decode("rgb8"):
-            meta = json.loads(sample["json"])
+            meta = sample["json"]  # decoded by webdataset
             read[sample["__key__"]] = (path.name, meta["split"], meta["label"], sample["png"].shape)
     assert set(read) == set(manifest.key)
     for row in manifest.itertuples():

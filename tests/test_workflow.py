@@ -12,6 +12,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from semcore.train import read_log
+
 from conftest import REPO, planned_jobs, snakemake, write_config
 
 
@@ -35,7 +37,7 @@ def test_outputs_open_with_standard_tools(finished_run):
     saved = torch.load(results / "model" / "model.pt", weights_only=True)
     assert saved["config"]["channels"] == [8, 16, 32] and saved["config"]["in_channels"] == 3
 
-    log = pd.read_json(results / "model" / "log.jsonl", lines=True)
+    log = read_log(results / "model")
     final = log[(log.kind == "eval") & (log.step == 30)].set_index("sigma")
     assert final.loc[0.3, "psnr_denoised"] > final.loc[0.3, "psnr_noisy"]
     assert Image.open(results / "figures" / "training_curve.png").size[0] > 500
@@ -73,7 +75,8 @@ def test_a_folder_with_broken_files_shards_and_explains_each_skip(tmp_path, tiny
     snakemake(tmp_path, "shard")
     manifest = pd.read_parquet(tmp_path / "results" / "tiny" / "manifest.parquet")
     assert len(manifest) == 11 and (manifest.status == "written").sum() == 8
-    skipped = manifest[manifest.status == "skipped"].set_index(manifest.origin.str.split("/").str[-1])
+    skipped = manifest[manifest.status == "skipped"]
+    skipped.index = skipped.origin.str.split("/").str[-1]
     assert skipped.loc["zero.png", "reason"] == "empty file (0 bytes)"
     assert skipped.loc["notes.txt", "reason"].startswith("not an image")
     assert skipped.loc["small.png", "reason"]
@@ -103,8 +106,9 @@ def test_killing_train_and_rerunning_resumes(tmp_path, tiny_config):
     run.wait()
     assert not (tmp_path / "results" / "tiny" / "model" / "model.pt").exists()
 
+    snakemake(tmp_path, "--unlock")  # what a hard kill asks of the user, as Snakemake says
     snakemake(tmp_path)
-    log = pd.read_json(tmp_path / "results" / "tiny" / "model" / "log.jsonl", lines=True)
+    log = read_log(tmp_path / "results" / "tiny" / "model")
     resumed = log[log.kind == "resume"].step.tolist()
     assert len(resumed) == 1 and 5 <= resumed[0] < 300
     assert f"resumed from step {resumed[0]}" in (tmp_path / "results" / "tiny" / "logs" / "train.log").read_text()

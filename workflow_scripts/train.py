@@ -2,12 +2,11 @@
 import logging
 import sys
 
-import pandas as pd
 import torch
 
 from semcore import figures
 from semcore.model import UNetConfig
-from semcore.train import TrainConfig, train
+from semcore.train import TrainConfig, read_log, train
 
 sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed run keeps the killed run's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -16,4 +15,4 @@ torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 train(UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train), snakemake.input.shards,
       p.run_dir, snakemake.output.model)
-figures.training_curve(pd.read_json(f"{p.run_dir}/log.jsonl", lines=True), snakemake.output.curve)
+figures.training_curve(read_log(p.run_dir), snakemake.output.curve)
