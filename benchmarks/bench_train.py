@@ -42,8 +42,8 @@ def train_flops_per_image(model: UNetFlex, channels: int, size: int) -> float:
     return counter.get_total_flops()
 
 
-def loader_images_per_s(shard_dir: Path, batch_size: int, channels: int, batches: int = 200) -> float:
-    stream = shards.batches(shard_dir, "train", batch_size, channels, seed=0)
+def loader_images_per_s(shard_dir: Path, batch_size: int, batches: int = 200) -> float:
+    stream = shards.batches(shard_dir, "train", batch_size, seed=0)
     next(stream)
     start = time.perf_counter()
     for _ in range(batches):
@@ -72,7 +72,7 @@ def main():
         log = [json.loads(line) for line in (tmp / "run" / "log.jsonl").read_text().splitlines()]
         rates = [r["img_per_s"] for r in log if r["kind"] == "train"][1:]  # the first interval warms up
         train_rate = sum(rates) / len(rates)
-        loader_rate = loader_images_per_s(tmp / "shards", train_cfg.batch_size, channels)
+        loader_rate = loader_images_per_s(tmp / "shards", train_cfg.batch_size)
 
     flops = train_flops_per_image(UNetFlex(model_cfg), channels, size)
     peak = matmul_flops()

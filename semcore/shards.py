@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 import webdataset as wds
@@ -118,24 +119,23 @@ def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
     return paths
 
 
-def _decoder(channels: int) -> str:
-    return "torchl8" if channels == 1 else "torchrgb8"
+def decode_batch(samples: list[dict]) -> torch.Tensor:
+    """The PNGs of a batch of samples → uint8 [B, C, H, W] (a channels-last view), in one pass."""
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(sample["png"]))) for sample in samples])
+    if pixels.ndim == 3:  # grayscale
+        pixels = pixels[..., None]
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2)
 
 
-def batches(shard_dir: str | Path, split: str, batch_size: int, channels: int, seed: int,
+def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int,
             shuffle_buffer: int = 2000) -> Iterator[torch.Tensor]:
     """An endless stream of shuffled uint8 batches [B, C, H, W], resampling shards with replacement."""
-    dataset = (wds.WebDataset(shard_paths(shard_dir, split), resampled=True, shardshuffle=False, seed=seed)
-               .shuffle(shuffle_buffer, seed=seed)
-               .decode(_decoder(channels))
-               .to_tuple("png")
-               .batched(batch_size, partial=False))
-    for (images,) in dataset:
-        yield images
+    return iter(wds.WebDataset(shard_paths(shard_dir, split), resampled=True, shardshuffle=False, seed=seed)
+                .shuffle(shuffle_buffer, seed=seed)
+                .batched(batch_size, collation_fn=decode_batch, partial=False))
 
 
-def first_images(shard_dir: str | Path, split: str, n: int, channels: int) -> torch.Tensor:
-    """The first n images of a split in shard order: a fixed evaluation set, uint8 [n, C, H, W]."""
-    dataset = wds.WebDataset(shard_paths(shard_dir, split), shardshuffle=False).decode(_decoder(channels)).to_tuple("png")
-    images = [image for (image,), _ in zip(dataset, range(n))]
-    return torch.stack(images)
+def first_images(shard_dir: str | Path, split: str, n: int) -> torch.Tensor:
+    """The first n images of a split in shard order (all, if fewer): a fixed evaluation set, uint8."""
+    dataset = wds.WebDataset(shard_paths(shard_dir, split), shardshuffle=False)
+    return next(iter(dataset.batched(n, collation_fn=decode_batch)))

@@ -22,6 +22,7 @@ import torch
 
 from semcore import shards
 from semcore.model import UNetConfig, UNetFlex, receptive_fields
+from semcore.runtime import resolve_device, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,6 @@ def as_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def data_fingerprint(shard_dir: str | Path) -> list:
     """Names, sizes and mtimes of the shards: new shards must not resume an old run."""
     return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(shard_dir).glob("*.tar"))]
@@ -147,6 +142,8 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        tune_allocator()
     torch.manual_seed(config.seed)
 
     options = dict(model=asdict(model_config), train=asdict(config), data=data_fingerprint(shard_dir))
@@ -176,10 +173,9 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     if start:
         run_log.write(kind="resume", step=start)
 
-    channels = model_config.in_channels
-    eval_images = as_model_input(shards.first_images(shard_dir, "test", config.eval_images, channels), device)
+    eval_images = as_model_input(shards.first_images(shard_dir, "test", config.eval_images), device)
     # A resumed run draws a fresh data order: seeding by the start step keeps it reproducible.
-    stream = shards.batches(shard_dir, "train", config.batch_size, channels, seed=config.seed + start,
+    stream = shards.batches(shard_dir, "train", config.batch_size, seed=config.seed + start,
                             shuffle_buffer=config.shuffle_buffer)
 
     def evaluate(step: int) -> list[dict]:

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import torch
 import webdataset as wds
 from PIL import Image
 
@@ -68,9 +69,16 @@ def test_broken_files_are_skipped_with_reasons_and_counted(tmp_path):
 
 
 def test_batches_stream_uint8_images(tmp_path):
-    shards.write_shards(synthetic(64, 0, 16), tmp_path, **OPTIONS)
-    batch = next(shards.batches(tmp_path, "train", 8, channels=3, seed=0, shuffle_buffer=10))
-    assert batch.shape == (8, 3, 16, 16) and batch.dtype.is_floating_point is False
-    fixed = shards.first_images(tmp_path, "test", 5, channels=3)
+    manifest = shards.write_shards(synthetic(64, 0, 16), tmp_path, **OPTIONS)
+    batch = next(shards.batches(tmp_path, "train", 8, seed=0, shuffle_buffer=10))
+    assert batch.shape == (8, 3, 16, 16) and batch.dtype == torch.uint8
+    fixed = shards.first_images(tmp_path, "test", 5)
     assert fixed.shape == (5, 3, 16, 16)
-    assert (fixed == shards.first_images(tmp_path, "test", 5, channels=3)).all()
+    assert torch.equal(fixed, shards.first_images(tmp_path, "test", 5))
+    n_test = (manifest.split == "test").sum()
+    assert len(shards.first_images(tmp_path, "test", 10_000)) == n_test  # the whole split when asked for more
+
+
+def test_grayscale_batches_have_one_channel(tmp_path):
+    shards.write_shards(synthetic(20, 0, 16), tmp_path, **{**OPTIONS, "channels": 1})
+    assert next(shards.batches(tmp_path, "train", 4, seed=0)).shape == (4, 1, 16, 16)
