@@ -11,6 +11,8 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/phi.smk"
+include: "rules/stats.smk"
 
 
 rule all:
@@ -18,4 +20,10 @@ rule all:
         rules.shard.output.manifest,
         rules.train.output.model,
         rules.train.output.curve,
+        phi_files,
+        rules.sparsity.output,
+        rules.stability.output,
+        rules.selectivity.output,
+        rules.subspaces.output,
+        factor_outputs,
     default_target: True

@@ -28,3 +28,8 @@ def source_files(wildcards):
     if SOURCE == "imagenet64":
         return config["data"]["imagenet64"]["paths"]
     return []
+
+
+def factor_outputs(wildcards):
+    """Channel ↔ factor selectivity needs ground-truth factors: only the synthetic scenes have them."""
+    return rules.factors.output if SOURCE == "synthetic" else []

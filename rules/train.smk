@@ -16,6 +16,7 @@ rule train:
         model=config["model"],
         train=config["train"],
         in_channels=config["data"]["channels"],
+        device=config["device"],
         run_dir=f"{RESULTS}/model",
     log:
         f"{RESULTS}/logs/train.log",

@@ -21,7 +21,7 @@ def model_config(config: dict) -> UNetConfig:
 
 
 def train_config(config: dict) -> TrainConfig:
-    return TrainConfig(**config["train"])
+    return TrainConfig(**config["train"], device=config["device"])
 
 
 def min_size(data: dict) -> int:
@@ -48,5 +48,7 @@ def check(config: dict) -> None:
         missing = [p for p in options["paths"] if not Path(p).is_file()]
         if missing:
             raise ConfigError(f"data.imagenet64.paths: not found: {missing}")
+    if config["stats"]["sigma"] not in config["phi"]["sigmas"]:
+        raise ConfigError(f"stats.sigma: {config['stats']['sigma']} is not one of phi.sigmas {config['phi']['sigmas']}")
     if data["source"] == "patches" and options["crop_min"] > options["crop_max"]:
         raise ConfigError("data.patches.crop_min: must be ≤ crop_max")

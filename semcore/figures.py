@@ -23,3 +23,102 @@ def training_curve(log: pd.DataFrame, path: str) -> None:
     ax_psnr.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _panels(n: int, width: float = 2.6, height: float = 2.4):
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), constrained_layout=True, squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig, path: str) -> None:
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def block_pr_histograms(table: pd.DataFrame, sigma: float, path: str) -> None:
+    """Per block, the histogram of per-image participation ratios (paper fig. 1)."""
+    blocks = list(dict.fromkeys(table.block))
+    fig, axes = _panels(len(blocks))
+    for ax, block in zip(axes, blocks):
+        pr = table[table.block == block].pr.dropna()
+        ax.hist(pr, bins=30, range=(0, 1), color="tab:green" if block == "M" else "tab:blue")
+        ax.set(title=f"{block}: mean PR {pr.mean():.2f}", xlabel="participation ratio", xlim=(0, 1))
+    axes[0].set_ylabel("images")
+    fig.suptitle(f"Sparsity of the channel means ā per block (σ = {sigma:g})")
+    _save(fig, path)
+
+
+def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
+    """Mean cosine similarity of ā(x_σ1) and ā(x_σ2) against σ2, one line per block (paper fig. 2)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    for block, rows in table.groupby("block", sort=False):
+        curve = rows.groupby("sigma").cosine.mean()
+        ax.plot(curve.index, curve.to_numpy(), "o-", lw=2.5 if block == "M" else 1.2, label=block)
+    ax.set(xlabel="σ2", ylabel=f"cos(ā(x_σ1), ā(x_σ2)), σ1 = {sigma1:g}", title="Stability across noise levels")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> None:
+    """The distribution of per-channel PR across images with the selective / non-selective split (fig. 3)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    pr = table.pr.dropna()
+    ax.hist([pr[pr < threshold], pr[pr >= threshold]], bins=30, range=(0, 1), stacked=True,
+            color=["tab:orange", "tab:gray"], label=[f"selective ({(pr < threshold).sum()})",
+                                                     f"non-selective ({(pr >= threshold).sum()})"])
+    ax.axvline(threshold, color="k", ls="--", lw=1)
+    ax.set(xlabel="participation ratio of a channel across images", ylabel="channels",
+           title=f"Channel selectivity (threshold {threshold:.2f})")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _note(text: str, path: str) -> None:
+    """A figure that says why there is nothing to plot."""
+    fig, ax = plt.subplots(figsize=(5, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    _save(fig, path)
+
+
+def montage(rows: list[tuple[str, list]], path: str) -> None:
+    """One row of images per title: e.g. the images that activate a channel most."""
+    if not rows:
+        return _note("no channel to show", path)
+    columns = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 1.5, 1.25 * len(rows)), squeeze=False)
+    for (title, images), line in zip(rows, axes):
+        for ax in line:
+            ax.axis("off")
+        for ax, image in zip(line, images):
+            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        line[0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, path: str) -> None:
+    """Effective dimension per group and principal angles between groups, real against shuffled (fig. 5)."""
+    if groups.empty:
+        return _note("fewer than two groups of images share active selective channels\n"
+                     "(lower stats.min_group_size or stats.active_fraction)", path)
+    fig, (ax_dim, ax_angle) = _panels(2, width=4.0, height=3.2)
+    kinds = ["active channels", "shuffled"]
+    ax_dim.boxplot([groups[groups.kind == k].pr_dimension for k in kinds], tick_labels=kinds)
+    ax_dim.set(ylabel="participation dimension of φ", title="dimension per group")
+    ax_angle.boxplot([pairs[pairs.kind == k].mean_angle for k in kinds], tick_labels=kinds)
+    ax_angle.set(ylabel="mean principal angle (°)", title="angle between groups")
+    _save(fig, path)
+
+
+def factor_heatmap(table: pd.DataFrame, path: str, top: int = 20) -> None:
+    """Mutual information of channels (the `top` most informative) with each ground-truth factor."""
+    matrix = table.pivot(index="factor", columns="channel", values="mutual_information")
+    matrix = matrix[matrix.max().sort_values(ascending=False).index[:top]]
+    fig, ax = plt.subplots(figsize=(0.35 * matrix.shape[1] + 2.5, 0.35 * len(matrix) + 1.5), constrained_layout=True)
+    image = ax.imshow(matrix.to_numpy(), cmap="viridis", aspect="auto")
+    ax.set(xticks=range(matrix.shape[1]), xticklabels=matrix.columns, yticks=range(len(matrix)),
+           yticklabels=matrix.index, xlabel="channel", title="Mutual information (nats): channel ↔ factor")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.colorbar(image, ax=ax)
+    _save(fig, path)

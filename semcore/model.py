@@ -128,6 +128,13 @@ class UNetFlex(nn.Module):
             return x, {name: a.mean(dim=(2, 3)) for name, a in means.items()}
         return x
 
+    def middle_means(self, y: torch.Tensor) -> torch.Tensor:
+        """ā_mid(y) [B, C], running only the encoder and the middle block (no decoder)."""
+        x = y
+        for block in self.encoder:
+            x = self.pool(block(x))
+        return self.middle(x).mean(dim=(2, 3))
+
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Config + weights as plain data, loadable with torch.load(weights_only=True); atomic."""
         tmp = f"{path}.tmp"

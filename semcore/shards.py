@@ -79,7 +79,8 @@ def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, siz
     for item in tqdm(items, desc="shard", unit="img", mininterval=10):
         split = split_of(item.key, seed, test_fraction)
         row = dict(key=item.key, origin=item.origin, label=item.label, label_name=item.label_name,
-                   source=source, split=split, shard=None, status="skipped", reason=item.error)
+                   source=source, split=split, shard=None, status="skipped", reason=item.error,
+                   factors=json.dumps(item.factors, sort_keys=True) if item.factors else None)
         if item.error is None:
             try:
                 pixels = conform(item.image, size, channels, min_size)
@@ -97,7 +98,7 @@ def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, siz
     for sequence in sequences.values():
         sequence.close()
     manifest = pd.DataFrame(rows, columns=["key", "origin", "label", "label_name", "source", "split", "shard",
-                                           "status", "reason"])
+                                           "status", "reason", "factors"])
     if manifest.empty:
         raise ValueError(f"data.source {source!r} yielded no inputs")
     log.info("%d inputs: %d written, %d skipped", len(manifest), (manifest.status == "written").sum(),
@@ -135,7 +136,42 @@ def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int,
                 .batched(batch_size, collation_fn=decode_batch, partial=False))
 
 
+def _with_metadata(samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
+    return [{"key": s["__key__"], **json.loads(s["json"])} for s in samples], decode_batch(samples)
+
+
+def read_batches(paths: list[str], batch_size: int, limit: int | None = None) -> Iterator[tuple[list[dict], torch.Tensor]]:
+    """The samples of the shards in order, once (the first `limit` only, if given): (metadata dicts
+    with "key", uint8 images)."""
+    taken = 0
+    for metas, images in wds.WebDataset(paths, shardshuffle=False).batched(batch_size, collation_fn=_with_metadata):
+        if limit is not None:
+            if taken >= limit:
+                return
+            metas, images = metas[:limit - taken], images[:limit - taken]
+        taken += len(metas)
+        yield metas, images
+
+
 def first_images(shard_dir: str | Path, split: str, n: int) -> torch.Tensor:
     """The first n images of a split in shard order (all, if fewer): a fixed evaluation set, uint8."""
-    dataset = wds.WebDataset(shard_paths(shard_dir, split), shardshuffle=False)
-    return next(iter(dataset.batched(n, collation_fn=decode_batch)))
+    return next(read_batches(shard_paths(shard_dir, split), n, limit=n))[1]
+
+
+def images_by_key(shard_dir: str | Path, manifest: pd.DataFrame, keys: list[str]) -> dict[str, np.ndarray]:
+    """The uint8 H×W×C images of the given keys, reading only the shards that hold them."""
+    wanted = set(keys)
+    paths = sorted(str(Path(shard_dir) / name) for name in manifest[manifest.key.isin(wanted)].shard.unique())
+    found = {}
+    for metas, images in read_batches(paths, 256):
+        for meta, image in zip(metas, images):
+            if meta["key"] in wanted:
+                found[meta["key"]] = image.permute(1, 2, 0).numpy()
+    return found
+
+
+def factor_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The ground-truth factors of written items, one column per factor, indexed by key (empty when the
+    source records none)."""
+    written = manifest[(manifest.status == "written") & manifest.factors.notna()]
+    return pd.DataFrame([json.loads(f) for f in written.factors], index=written.key.to_numpy())

@@ -17,6 +17,8 @@ TINY_CONFIG = {
     "model": {"channels": [8, 16, 32], "enc_convs": [2, 2], "mid_convs": 2, "dec_convs": [2, 2]},
     "train": {"steps": 30, "batch_size": 16, "log_every": 5, "eval_every": 10, "eval_images": 32,
               "checkpoint_every": 10, "shuffle_buffer": 64},
+    "phi": {"sigmas": [0.0, 0.1, 0.5], "n_noise": 2, "batch_images": 16},
+    "stats": {"block_means_images": 24, "min_group_size": 3, "montage_images": 3},
 }
 
 

@@ -26,6 +26,7 @@ def test_block_means_are_spatial_means_of_the_block_output():
     _, means = model(x, return_means=True)
     middle_input = model.pool(model.encoder[1](model.pool(model.encoder[0](x))))
     assert torch.allclose(means["M"], model.middle(middle_input).mean(dim=(2, 3)))
+    assert torch.allclose(means["M"], model.middle_means(x))
 
 
 def test_paper_configuration_matches_the_authors_model():

@@ -82,3 +82,15 @@ def test_batches_stream_uint8_images(tmp_path):
 def test_grayscale_batches_have_one_channel(tmp_path):
     shards.write_shards(synthetic(20, 0, 16), tmp_path, **{**OPTIONS, "channels": 1})
     assert next(shards.batches(tmp_path, "train", 4, seed=0)).shape == (4, 1, 16, 16)
+
+
+def test_images_by_key_and_factors_come_back_from_the_shards(tmp_path):
+    manifest = shards.write_shards(synthetic(30, 0, 16), tmp_path, **OPTIONS)
+    keys = manifest.key.iloc[[2, 17, 29]].tolist()
+    images = shards.images_by_key(tmp_path, manifest, keys)
+    items = {item.key: item for item in synthetic(30, 0, 16)}
+    for key in keys:
+        assert np.array_equal(images[key], np.asarray(items[key].image))
+    factors = shards.factor_table(manifest)
+    assert factors.loc[keys[0], "background"] == items[keys[0]].factors["background"]
+    assert set(factors.foreground) <= {"none", "disk", "square", "triangle", "ring"}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -45,15 +46,56 @@ def test_outputs_open_with_standard_tools(finished_run):
     assert options["train"]["steps"] == 30
 
 
-def test_a_finished_run_plans_nothing_and_a_training_change_plans_only_training(finished_run, tiny_config):
+def test_phi_per_shard_and_the_statistics_read_back(finished_run):
+    results = finished_run / "results" / "tiny"
+    shard_names = sorted(p.stem for p in (results / "shards").glob("*.tar"))
+    assert sorted(p.stem for p in (results / "phi").glob("*.parquet")) == shard_names
+    phi = pd.read_parquet(results / "phi")
+    assert len(phi) == 240 * 3 and set(phi.sigma.round(3)) == {0.0, 0.1, 0.5}
+    assert phi.phi.map(len).eq(32).all()
+
+    block_pr = pd.read_parquet(results / "stats" / "block_pr.parquet")
+    assert set(block_pr.block) == {"E1", "E2", "M", "D2"} and block_pr.pr.between(0, 1).all()
+    stability = pd.read_parquet(results / "stats" / "stability.parquet")
+    assert stability[np.isclose(stability.sigma, 0.5)].cosine.dropna().round(6).eq(1).all()
+    channels = pd.read_parquet(results / "stats" / "channels.parquet")
+    summary = json.loads((results / "stats" / "channels.json").read_text())
+    assert len(channels) == 32 and summary["selective"] == channels.selective.sum()
+    groups = pd.read_parquet(results / "stats" / "subspace_groups.parquet")
+    assert set(groups.kind) <= {"active channels", "shuffled"}
+    mi = pd.read_parquet(results / "stats" / "factor_mutual_information.parquet")
+    assert {"background", "foreground", "fg_x"} <= set(mi.factor)
+    for figure in ("block_pr", "stability", "channel_pr", "channel_montage", "subspaces", "factors"):
+        width, height = Image.open(results / "figures" / f"{figure}.png").size
+        assert width >= 500 and height >= 150
+
+
+def test_phi_is_bit_identical_when_recomputed(finished_run):
+    phi_dir = finished_run / "results" / "tiny" / "phi"
+    before = {p.name: pd.read_parquet(p) for p in phi_dir.glob("*.parquet")}
+    snakemake(finished_run, "--forcerun", "phi")
+    for name, table in before.items():
+        again = pd.read_parquet(phi_dir / name)
+        assert np.array_equal(np.stack(table.phi), np.stack(again.phi))
+
+
+STATS = {"sparsity", "stability", "selectivity", "subspaces", "factors"}
+
+
+def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it(finished_run, tiny_config):
     assert planned_jobs(finished_run) == {}
-    tiny_config["train"]["lr"] = 5e-4
-    write_config(finished_run, tiny_config)
+    n_shards = len(list((finished_run / "results" / "tiny" / "shards").glob("*.tar")))
     try:
-        assert planned_jobs(finished_run) == {"all": 1, "train": 1}
+        tiny_config["phi"]["sigmas"] = [0.0, 0.1, 0.3]
+        write_config(finished_run, tiny_config)
+        assert planned_jobs(finished_run) == {"all": 1, "phi": n_shards, "block_means": 1} | dict.fromkeys(STATS, 1)
+        tiny_config["train"]["lr"] = 5e-4
+        write_config(finished_run, tiny_config)
+        planned = planned_jobs(finished_run)
+        assert "shard" not in planned and planned["train"] == 1 and planned["phi"] == n_shards
         tiny_config["data"]["samples_per_shard"] = 32
         write_config(finished_run, tiny_config)
-        assert planned_jobs(finished_run) == {"all": 1, "shard": 1, "train": 1}
+        assert {"shard", "train"} <= set(planned_jobs(finished_run))
     finally:
         from conftest import TINY_CONFIG
 

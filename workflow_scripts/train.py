@@ -13,6 +13,6 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
-train(UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train), snakemake.input.shards,
+train(UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device), snakemake.input.shards,
       p.run_dir, snakemake.output.model)
 figures.training_curve(read_log(p.run_dir), snakemake.output.curve)

@@ -1,0 +1,127 @@
+# What the middle block represents: sparsity and stability per block, channel selectivity, the union of
+# subspaces, and (on sources with ground truth) which channels encode which generative factor.
+
+
+def stats_path(name):
+    return f"{RESULTS}/stats/{name}.parquet"
+
+
+def figure(name, category):
+    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category)
+
+
+rule sparsity:
+    input:
+        block_means=rules.block_means.output[0],
+    output:
+        table=stats_path("block_pr"),
+        figure=figure("block_pr", "Sparsity"),
+    params:
+        sigma=config["stats"]["sigma"],
+    log:
+        f"{RESULTS}/logs/sparsity.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/sparsity.py"
+
+
+rule stability:
+    input:
+        block_means=rules.block_means.output[0],
+    output:
+        table=stats_path("stability"),
+        figure=figure("stability", "Stability"),
+    params:
+        sigma1=config["stats"]["stability_sigma"],
+    log:
+        f"{RESULTS}/logs/stability.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/stability.py"
+
+
+rule selectivity:
+    input:
+        phi=phi_files,
+        shards=rules.shard.output.shards,
+        manifest=rules.shard.output.manifest,
+    output:
+        table=stats_path("channels"),
+        summary=f"{RESULTS}/stats/channels.json",
+        histogram=figure("channel_pr", "Selectivity"),
+        montage=figure("channel_montage", "Selectivity"),
+    params:
+        sigma=config["stats"]["sigma"],
+        active_fraction=config["stats"]["active_fraction"],
+        montage_channels=config["stats"]["montage_channels"],
+        montage_images=config["stats"]["montage_images"],
+    log:
+        f"{RESULTS}/logs/selectivity.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/selectivity.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/selectivity.py"
+
+
+rule subspaces:
+    input:
+        phi=phi_files,
+        channels=rules.selectivity.output.table,
+    output:
+        groups=stats_path("subspace_groups"),
+        pairs=stats_path("subspace_pairs"),
+        figure=figure("subspaces", "Union of subspaces"),
+    params:
+        sigma=config["stats"]["sigma"],
+        active_fraction=config["stats"]["active_fraction"],
+        min_group_size=config["stats"]["min_group_size"],
+        energy=config["stats"]["energy"],
+        seed=config["phi"]["seed"],
+    log:
+        f"{RESULTS}/logs/subspaces.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/subspaces.py"
+
+
+rule factors:
+    input:
+        phi=phi_files,
+        manifest=rules.shard.output.manifest,
+    output:
+        table=stats_path("factor_mutual_information"),
+        figure=figure("factors", "Selectivity"),
+    params:
+        sigma=config["stats"]["sigma"],
+        seed=config["phi"]["seed"],
+    log:
+        f"{RESULTS}/logs/factors.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/factors.py"

@@ -1,0 +1,50 @@
+"""Parquet output: buffered into large row groups, written under a temporary name, renamed at the end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """Rows of a float matrix [N, C] as a fixed_size_list<float32>[C] column."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+class ParquetSink:
+    """Appends tables; one row group per `rows_per_group` rows, not per call. Use as a context manager:
+    the file appears under its name only when closed without an error."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, rows_per_group: int = 65_536):
+        self.path, self.tmp = Path(path), Path(f"{path}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(self.tmp, schema)
+        self.schema, self.rows_per_group, self.buffer, self.buffered = schema, rows_per_group, [], 0
+
+    def write(self, table: pa.Table) -> None:
+        self.buffer.append(table)
+        self.buffered += len(table)
+        if self.buffered >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.writer.write_table(pa.concat_tables(self.buffer).cast(self.schema), row_group_size=self.rows_per_group)
+            self.buffer, self.buffered = [], 0
+
+    def __enter__(self) -> "ParquetSink":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self._flush()
+        self.writer.close()
+        if error_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

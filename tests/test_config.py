@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from semcore.config import ConfigError, check, model_config
+
+from conftest import REPO, TINY_CONFIG
+
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+
+
+def validated(config: dict) -> dict:
+    config = yaml.safe_load(yaml.safe_dump(config))
+    validate(config, str(SCHEMA))
+    return config
+
+
+@pytest.mark.parametrize("path", ["config.yaml", *sorted(p.name for p in (REPO / "configs").glob("*.yaml"))])
+def test_shipped_configs_are_valid(path):
+    file = REPO / path if path == "config.yaml" else REPO / "configs" / path
+    config = validated(yaml.safe_load(file.read_text()))
+    if config["data"]["source"] == "imagenet64":  # its npz paths are placeholders to fill in
+        with pytest.raises(ConfigError, match="data.imagenet64.paths: not found"):
+            check(config)
+    else:
+        check(config)
+
+
+def test_the_paper_configuration_builds_the_authors_model():
+    config = validated(yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text()))
+    model = model_config(config)
+    assert model.channels == [64, 128, 256, 512] and model.dec_convs == [5, 6, 7]
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["data"].update(size=18), "data.size"),
+    (lambda c: c["data"].update(source="folder", folder={"path": "/nonexistent"}), "data.folder.path"),
+    (lambda c: c["train"].update(loss_weighting="inv_sigma", sigma_min=0.0), "train.sigma_min"),
+    (lambda c: c["model"].update(enc_convs=[2, 2, 2]), "model.enc_convs"),
+])
+def test_inconsistent_values_are_refused_naming_the_key(edit, key):
+    config = validated(TINY_CONFIG)
+    edit(config)
+    with pytest.raises(ConfigError, match=key):
+        check(config)

@@ -1,0 +1,16 @@
+"""Adapter for rule `factors`: mutual information between channels and ground-truth scene factors."""
+import sys
+
+import pandas as pd
+
+from semcore import figures, stats
+from semcore.phi import read_phi
+from semcore.shards import factor_table, write_parquet
+
+sys.stderr = open(snakemake.log[0], "w")
+meta, phi = read_phi(snakemake.input.phi, snakemake.params.sigma)
+factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.key.to_numpy())
+table = stats.factor_mutual_information(phi, factors, snakemake.params.seed)
+write_parquet(table, snakemake.output.table)
+figures.factor_heatmap(table, snakemake.output.figure)
+print(table.sort_values("mutual_information", ascending=False).groupby("factor").head(3).to_string(), file=sys.stderr)
