@@ -49,13 +49,21 @@ def bare_forward_rate(model: UNetFlex, n_noise: int, repeats: int = 20) -> float
     return repeats * len(x) / (time.perf_counter() - start)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM belongs to the address space (ru_maxrss is inherited across fork)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM")) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(n_images: int, n_noise: int) -> None:
     """Runs in a fresh process: φ of one shard of n_images, then its peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
         shard = make_shard(Path(tmp) / "shards", n_images)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = peak_rss_mb()
         extract(UNetFlex(MODEL).eval(), shard, Path(tmp) / "phi.parquet", n_noise)
-        print(json.dumps({"before_mb": before / 1024, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb()}))
 
 
 def main():
@@ -80,11 +88,11 @@ def main():
     print(f"phi extraction        {passes / seconds:9.0f} (image x draw)/s   ({args.images} images, {len(SIGMAS)} sigmas)")
     print(f"bare forward          {bare:9.0f} (image x draw)/s   (encoder + middle, same batch shape)")
     print(f"ratio                 {passes / seconds / bare:9.2f}   (goal >= 0.9)")
-    for n in (250, 1000, 4000):
+    for n in (250, 1000, 4000, 16000):
         out = subprocess.run([sys.executable, __file__, "--child", str(n), "--n-noise", "2"], capture_output=True,
                              text=True, check=True).stdout
         rss = json.loads(out.strip().splitlines()[-1])
-        print(f"peak RSS, {n:5d} images  {rss['peak_mb']:7.0f} MB")
+        print(f"peak RSS, {n:5d} images  {rss['peak_mb']:7.0f} MB   (before extraction {rss['before_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":

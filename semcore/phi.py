@@ -21,6 +21,11 @@ from semcore.model import UNetFlex
 from semcore.tables import ParquetSink, vectors
 
 
+# Rows per Parquet row group: large enough for fast scans, small enough that a shard's φ is never held
+# whole (measured: peak RSS ~0.85 GB for 4,000 or 16,000 images per shard).
+ROWS_PER_GROUP = 8192
+
+
 def noise_averaged_means(model: UNetFlex, images: torch.Tensor, sigma: float, n_noise: int,
                          generator: torch.Generator, all_blocks: bool = False) -> dict[str, torch.Tensor]:
     """{block: [B, C]} means over n_noise draws of ā(x + σz); only "M" unless all_blocks."""
@@ -75,7 +80,7 @@ def write_phi(model: UNetFlex, batches, path, *, sigmas: list[float], n_noise: i
               device: torch.device, metadata: dict) -> None:
     """φ of the middle block for every image of `batches` and every σ, to one Parquet file."""
     schema = phi_schema(model.config.channels[-1], metadata | {"block": "M", "n_noise": n_noise})
-    with ParquetSink(path, schema) as sink:
+    with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
         for record in phi_batches(model, batches, sigmas, n_noise, generator, device):
             sink.write(pa.table(_columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}))
 
@@ -84,7 +89,7 @@ def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_
                       generator: torch.Generator, device: torch.device, metadata: dict) -> None:
     """Noise-averaged means of every block (one row per image, σ and block), to one Parquet file."""
     schema = block_means_schema(metadata | {"n_noise": n_noise})
-    with ParquetSink(path, schema) as sink:
+    with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
         for record in phi_batches(model, batches, sigmas, n_noise, generator, device, all_blocks=True):
             for block, means in record["means"].items():
                 columns = _columns(record["metas"], record["sigma"])
