@@ -64,8 +64,8 @@ RUN_IN_CHILD = """
 import sys
 from semcore.model import UNetConfig
 from semcore.train import TrainConfig, train
-train(UNetConfig(channels=[8, 16, 32]), TrainConfig(steps=400, batch_size=8, checkpoint_every=5, eval_images=8,
-      eval_every=1000), sys.argv[1], sys.argv[2], sys.argv[3])
+train(UNetConfig(channels=[8, 16, 32]), TrainConfig(steps=1000, batch_size=8, checkpoint_every=5, eval_images=8,
+      eval_every=10_000), sys.argv[1], sys.argv[2], sys.argv[3])
 """
 
 
@@ -80,15 +80,15 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(shard_dir, tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
     killed_at = _checkpoint_step(run)
-    assert 10 <= killed_at < 400 and not (tmp_path / "model.pt").exists()
+    assert 10 <= killed_at < 1000 and not (tmp_path / "model.pt").exists()
 
     subprocess.run(args, check=True)
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     resumes = [r for r in records if r["kind"] == "resume"]
     assert [r["step"] for r in resumes] == [killed_at]
     steps = [r["step"] for r in records if r["kind"] == "train"]
-    assert steps == sorted(set(steps)) and steps[-1] == 400  # no step logged twice
-    assert _checkpoint_step(run) == 400 and (tmp_path / "model.pt").exists()
+    assert steps == sorted(set(steps)) and steps[-1] == 1000  # no step logged twice
+    assert _checkpoint_step(run) == 1000 and (tmp_path / "model.pt").exists()
 
 
 def _checkpoint_step(run) -> int:
