@@ -21,7 +21,8 @@ from semcore import shards
 from semcore.config import model_config, train_config
 from semcore.model import UNetFlex
 from semcore.sources import synthetic
-from semcore.train import as_model_input, train
+from semcore.runtime import as_model_input
+from semcore.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,7 @@ import pyarrow.dataset as pa_dataset
 import torch
 
 from semcore.model import UNetFlex
+from semcore.runtime import as_model_input
 from semcore.tables import ParquetSink, vectors
 
 
@@ -53,7 +54,7 @@ def phi_batches(model: UNetFlex, batches: Iterator[tuple[list[dict], torch.Tenso
     """For each (metadata, uint8 images) batch and each σ: {meta, sigma, means: {block: [B, C]}}."""
     model.eval()
     for metas, images in batches:
-        x = images.to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+        x = as_model_input(images, device)
         for sigma in sigmas:
             means = noise_averaged_means(model, x, sigma, n_noise, generator, all_blocks)
             yield dict(metas=metas, sigma=sigma, means={k: v.float().cpu() for k, v in means.items()})
@@ -64,16 +65,19 @@ def _columns(metas: list[dict], sigma: float) -> dict:
                 label=pa.array([m["label"] for m in metas], pa.int32()), sigma=pa.array([sigma] * len(metas), pa.float64()))
 
 
+_ROW_FIELDS = [("key", pa.string()), ("split", pa.string()), ("label", pa.int32()), ("sigma", pa.float64())]
+
+
+def _schema(fields: list, metadata: dict) -> pa.Schema:
+    return pa.schema(_ROW_FIELDS + fields, metadata={k: str(v) for k, v in metadata.items()})
+
+
 def phi_schema(channels: int, metadata: dict) -> pa.Schema:
-    fields = [("key", pa.string()), ("split", pa.string()), ("label", pa.int32()), ("sigma", pa.float64()),
-              ("phi", pa.list_(pa.float32(), channels))]
-    return pa.schema(fields, metadata={k: str(v) for k, v in metadata.items()})
+    return _schema([("phi", pa.list_(pa.float32(), channels))], metadata)
 
 
 def block_means_schema(metadata: dict) -> pa.Schema:
-    fields = [("key", pa.string()), ("split", pa.string()), ("label", pa.int32()), ("sigma", pa.float64()),
-              ("block", pa.string()), ("means", pa.list_(pa.float32()))]
-    return pa.schema(fields, metadata={k: str(v) for k, v in metadata.items()})
+    return _schema([("block", pa.string()), ("means", pa.list_(pa.float32()))], metadata)
 
 
 def write_phi(model: UNetFlex, batches, path, *, sigmas: list[float], n_noise: int, generator: torch.Generator,

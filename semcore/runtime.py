@@ -14,6 +14,12 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
+def as_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B, C, H, W] → float in [0, 1], channels-last, on the device (sent as uint8: 4× less to copy)."""
+    images = images.to(device, non_blocking=True).float().div_(255)
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def resolve_device(name: str) -> torch.device:
     """"auto": CUDA when available, else the CPU; anything else as torch spells it ("cuda:1")."""
     if name == "auto":

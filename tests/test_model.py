@@ -42,6 +42,7 @@ def test_paper_configuration_matches_the_authors_model():
 ])
 def test_receptive_field_matches_the_gradient_footprint(config):
     """The input pixels that move one unit: the analytic field, for the middle block and the output."""
+    torch.manual_seed(0)  # with 4 channels an unlucky init can leave a border path dead under ReLU
     model = UNetFlex(config).double()
     fields = receptive_fields(config)
     size = 2 ** config.num_blocks * 32
