@@ -49,3 +49,12 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 @pytest.fixture
 def tiny_config():
     return yaml.safe_load(yaml.safe_dump(TINY_CONFIG))  # a deep copy each test may edit
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One complete tiny run shared by the tests that read its outputs (tests that edit it restore it)."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    write_config(workdir, TINY_CONFIG)
+    snakemake(workdir)
+    return workdir

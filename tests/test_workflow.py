@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import webdataset as wds
 from PIL import Image
@@ -16,16 +15,6 @@ from PIL import Image
 from semcore.train import read_log
 
 from conftest import REPO, planned_jobs, snakemake, write_config
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    from conftest import TINY_CONFIG
-
-    workdir = tmp_path_factory.mktemp("workflow")
-    write_config(workdir, TINY_CONFIG)
-    snakemake(workdir)
-    return workdir
 
 
 def test_outputs_open_with_standard_tools(finished_run):
