@@ -1,10 +1,14 @@
 # A blind UNet_flex denoiser trained on the train shards. Its run directory (options.json, log.jsonl,
 # checkpoint.pt) is not a declared output, so a killed job's checkpoint survives and the rerun resumes.
+# On CUDA it trains with one torch DDP process per GPU of the job: `gpu` below, raised by a cluster
+# profile (set-resources: train: gpu: 4) or `--set-resources train:gpu=4`. train.batch_size stays the
+# global batch; train.processes, when set, fixes the process count instead (gloo on a CPU).
 
 
 rule train:
     input:
         shards=rules.shard.output.shards,
+        code=script_code("train"),
     output:
         model=f"{RESULTS}/model/model.pt",
         curve=report(

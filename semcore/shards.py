@@ -130,10 +130,14 @@ def decode_batch(samples: list[dict]) -> torch.Tensor:
 
 def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int,
             shuffle_buffer: int = 2000) -> Iterator[torch.Tensor]:
-    """An endless stream of shuffled uint8 batches [B, C, H, W], resampling shards with replacement."""
-    return iter(wds.WebDataset(shard_paths(shard_dir, split), resampled=True, shardshuffle=False, seed=seed)
-                .shuffle(shuffle_buffer, seed=seed)
-                .batched(batch_size, collation_fn=decode_batch, partial=False))
+    """An endless stream of shuffled uint8 batches [B, C, H, W], resampling shards with replacement.
+
+    The same seed gives the same stream (WebDataset(resampled=True) would also mix in the time and pid).
+    Every process reads all shards (no node splitting): DDP training gives each rank its own seed."""
+    return iter(wds.DataPipeline(wds.ResampledShards(shard_paths(shard_dir, split), seed=seed, deterministic=True),
+                                 wds.tarfile_to_samples(),
+                                 wds.shuffle(shuffle_buffer, seed=seed),
+                                 wds.batched(batch_size, collation_fn=decode_batch, partial=False)))
 
 
 def _with_metadata(samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
@@ -144,7 +148,8 @@ def read_batches(paths: list[str], batch_size: int, limit: int | None = None) ->
     """The samples of the shards in order, once (the first `limit` only, if given): (metadata dicts
     with "key", uint8 images)."""
     taken = 0
-    for metas, images in wds.WebDataset(paths, shardshuffle=False).batched(batch_size, collation_fn=_with_metadata):
+    shard_samples = wds.WebDataset(paths, shardshuffle=False, nodesplitter=None)  # all of them, also under DDP
+    for metas, images in shard_samples.batched(batch_size, collation_fn=_with_metadata):
         if limit is not None:
             if taken >= limit:
                 return

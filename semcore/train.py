@@ -4,57 +4,41 @@ The run directory holds `options.json` (the resolved options), `log.jsonl` (one 
 eval event) and `checkpoint.pt` (model, optimiser, schedule, step). A rerun with the same options
 resumes from the checkpoint; with other options it starts afresh. A non-finite loss stops the run
 before the optimiser step, so the last checkpoint on disk stays good.
+
+Several processes on one node (`launch`: torchrun, torch DDP; NCCL on CUDA, gloo on CPU) each train a
+replica on their own stream of batches and average gradients. `batch_size` is the global batch, split
+evenly between the processes, so a config means the same optimisation on any number of them; the
+process count is not part of the run's options, so a run resumes on any number. Rank 0 alone writes
+the run directory and the model.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from semcore import shards
-from semcore.model import UNetConfig, UNetFlex, receptive_fields
+from semcore.config import TrainConfig, UNetConfig
+from semcore.model import UNetFlex, receptive_fields
 from semcore.runtime import as_model_input, resolve_device, tune_allocator
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_halve_every: int = 1000  # steps between halvings of the learning rate
-    sigma_min: float = 0.0  # noise levels, pixels in [0, 1]
-    sigma_max: float = 0.5
-    sigma_distribution: str = "quadratic"  # quadratic: √σ uniform (more small σ); uniform
-    loss_weighting: str = "none"  # none; inv_sigma: each image's loss divided by its σ
-    log_every: int = 25
-    eval_every: int = 500
-    eval_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
-    eval_images: int = 256
-    checkpoint_every: int = 250
-    shuffle_buffer: int = 2000
-    seed: int = 0
-    device: str = "auto"  # auto: CUDA when available, else CPU
-
-    def __post_init__(self):
-        if self.sigma_distribution not in ("quadratic", "uniform"):
-            raise ValueError(f"train.sigma_distribution: {self.sigma_distribution!r} is not quadratic or uniform")
-        if self.loss_weighting not in ("none", "inv_sigma"):
-            raise ValueError(f"train.loss_weighting: {self.loss_weighting!r} is not none or inv_sigma")
-        if self.loss_weighting == "inv_sigma" and self.sigma_min <= 0:
-            raise ValueError("train.sigma_min: must be > 0 with loss_weighting inv_sigma (1/σ weights)")
-        if not 0 <= self.sigma_min <= self.sigma_max:
-            raise ValueError("train.sigma_min, sigma_max: need 0 ≤ sigma_min ≤ sigma_max")
 
 
 def sample_sigmas(n: int, config: TrainConfig, generator=None, device="cpu") -> torch.Tensor:
@@ -65,7 +49,7 @@ def sample_sigmas(n: int, config: TrainConfig, generator=None, device="cpu") -> 
     return config.sigma_min + (config.sigma_max - config.sigma_min) * u
 
 
-def denoising_loss(model: UNetFlex, x: torch.Tensor, sigmas: torch.Tensor, weighting: str) -> torch.Tensor:
+def denoising_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, weighting: str) -> torch.Tensor:
     """Σ_pixels (x̂(x + σz) − x)² per image, averaged over the batch (optionally weighted by 1/σ)."""
     noisy = x + sigmas.view(-1, 1, 1, 1) * torch.randn_like(x)
     per_image = (model(noisy) - x).pow(2).sum(dim=(1, 2, 3))
@@ -97,6 +81,14 @@ def _psnr(estimate: torch.Tensor, target: torch.Tensor) -> float:
 def data_fingerprint(shard_dir: str | Path) -> list:
     """Names, sizes and mtimes of the shards: new shards must not resume an old run."""
     return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(shard_dir).glob("*.tar"))]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the parameters and buffers, whatever their memory layout or device."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -132,24 +124,36 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
 
 def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, run_dir: str | Path,
           model_path: str | Path) -> list[dict]:
-    """Train a blind denoiser on the train shards; write the final model; return the final PSNR table."""
+    """Train a blind denoiser on the train shards; write the final model; return the final PSNR table.
+
+    Inside an initialised process group (see `main`) this is one DDP process; ranks other than 0
+    write nothing and return [].
+    """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    master = rank == 0
+    if config.batch_size % world:
+        raise ValueError(f"train.batch_size: {config.batch_size} (the global batch) does not split evenly "
+                         f"between {world} processes")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     if device.type == "cpu":
         tune_allocator()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + rank)  # distinct noise per process; DDP gives all rank 0's initial weights
 
-    options = dict(model=asdict(model_config), train=asdict(config), data=data_fingerprint(shard_dir))
+    # How many processes run it is not what the run computes: left out, so a run resumes on any number.
+    options = dict(model=asdict(model_config), train={k: v for k, v in asdict(config).items() if k != "processes"},
+                   data=data_fingerprint(shard_dir))
     options_hash = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
-    (run_dir / "options.json").write_text(json.dumps(dict(options, hash=options_hash), indent=2))
+    if master:
+        (run_dir / "options.json").write_text(json.dumps(dict(options, hash=options_hash), indent=2))
 
     model = UNetFlex(model_config).to(device, memory_format=torch.channels_last)  # faster convs on CPU and GPU
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every, gamma=0.5)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("UNetFlex %s: %.2fM parameters, receptive fields %s, device %s",
-             model_config.channels, n_params / 1e6, receptive_fields(model_config), device)
+    log.info("UNetFlex %s: %.2fM parameters, receptive fields %s, device %s, %d process(es)",
+             model_config.channels, n_params / 1e6, receptive_fields(model_config), device, world)
 
     checkpoint_path = run_dir / "checkpoint.pt"
     start = 0
@@ -163,13 +167,15 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
             log.info("resumed from step %d (%s)", start, checkpoint_path)
         else:
             log.info("options changed since %s was written: training from scratch", checkpoint_path)
-    run_log = RunLog(run_dir / "log.jsonl", resume_step=start if start else None)
-    if start:
+    net = DistributedDataParallel(model) if world > 1 else model  # DDP averages the gradients in backward
+    run_log = RunLog(run_dir / "log.jsonl", resume_step=start if start else None) if master else None
+    if master and start:
         run_log.write(kind="resume", step=start)
 
-    eval_images = as_model_input(shards.first_images(shard_dir, "test", config.eval_images), device)
-    # A resumed run draws a fresh data order: seeding by the start step keeps it reproducible.
-    stream = shards.batches(shard_dir, "train", config.batch_size, seed=config.seed + start,
+    eval_images = as_model_input(shards.first_images(shard_dir, "test", config.eval_images), device) if master else None
+    # A resumed run draws a fresh data order: seeding by the start step keeps it reproducible. The seed is
+    # distinct for every (start, rank) and is seed + start on one process.
+    stream = shards.batches(shard_dir, "train", config.batch_size // world, seed=(config.seed + start) * world + rank,
                             shuffle_buffer=config.shuffle_buffer)
 
     def evaluate(step: int) -> list[dict]:
@@ -184,33 +190,89 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         _save_atomic(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                           schedule=schedule.state_dict(), step=step, options_hash=options_hash), checkpoint_path)
 
-    table = evaluate(start)  # the starting point; after a resume, shows the saved weights were loaded
+    table = evaluate(start) if master else []  # the starting point; after a resume, shows the weights were loaded
     model.train()
     tick, images_since = time.perf_counter(), 0
     for step in range(start + 1, config.steps + 1):
         x = as_model_input(next(stream), device)
         sigmas = sample_sigmas(len(x), config, device=device)
-        loss = denoising_loss(model, x, sigmas, config.loss_weighting)
-        if not torch.isfinite(loss):
+        loss = denoising_loss(net, x, sigmas, config.loss_weighting)
+        batch_loss = loss.detach().clone()
+        if world > 1:  # the mean over all processes: every process sees a non-finite loss and stops
+            dist.all_reduce(batch_loss)
+            batch_loss /= world
+        if not torch.isfinite(batch_loss):
             raise FloatingPointError(
-                f"non-finite loss {loss.item()} at step {step}; the last good checkpoint "
+                f"non-finite loss {batch_loss.item()} at step {step}; the last good checkpoint "
                 f"({checkpoint_path}) is kept. Lower train.lr or check the data.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        images_since += len(x)
+        images_since += len(x) * world  # all processes' images
 
-        if step % config.log_every == 0 or step == config.steps:
+        if master and (step % config.log_every == 0 or step == config.steps):
             elapsed = time.perf_counter() - tick
-            run_log.write(kind="train", step=step, loss=loss.item(), lr=schedule.get_last_lr()[0],
+            run_log.write(kind="train", step=step, loss=batch_loss.item(), lr=schedule.get_last_lr()[0],
                           img_per_s=images_since / elapsed)
             tick, images_since = time.perf_counter(), 0
-        if step % config.eval_every == 0 or step == config.steps:
+        if master and (step % config.eval_every == 0 or step == config.steps):
             table = evaluate(step)
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if master and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(step)
 
-    run_log.close()
-    model.save_pretrained(model_path)
+    if world > 1:  # DDP keeps the replicas equal; check, once, that it did
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(model))
+        if master:
+            run_log.write(kind="replicas", step=config.steps, processes=world, sha256=digests)
+            if len(set(digests)) > 1:
+                log.warning("the %d processes ended with different weights; rank 0's are saved", world)
+    if master:
+        run_log.close()
+        model.save_pretrained(model_path)
     return table
+
+
+def launch(processes: int, model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path,
+           run_dir: str | Path, model_path: str | Path, threads: int | None = None) -> None:
+    """`train` in `processes` DDP processes on this node (torchrun), waiting for them all.
+
+    Their log lines go to this process's stderr; `threads` (default: all cores) are shared between them.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "semcore.train", str(shard_dir), str(run_dir), str(model_path),
+               "--model", json.dumps(asdict(model_config)), "--train", json.dumps(asdict(config))]
+    threads_each = max(1, (threads or os.cpu_count()) // processes)
+    subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads_each)),
+                   stdout=sys.stderr, stderr=sys.stderr)
+
+
+def main() -> None:
+    """One DDP process, as torchrun starts it (see `launch`)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("shard_dir")
+    parser.add_argument("run_dir")
+    parser.add_argument("model_path")
+    parser.add_argument("--model", required=True, help="UNetConfig as JSON")
+    parser.add_argument("--train", required=True, help="TrainConfig as JSON")
+    args = parser.parse_args()
+    config = TrainConfig(**json.loads(args.train))
+    rank = int(os.environ["RANK"])
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s rank {rank} %(levelname)s %(message)s")
+    # The norms' [1, C, 1, 1] scales are channels-last like the convs; DDP notes their gradients' strides
+    # differ, which for size-1 dimensions changes nothing.
+    warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides")
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" below means this process's GPU
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        train(UNetConfig(**json.loads(args.model)), config, args.shard_dir, args.run_dir, args.model_path)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ import torch
 from semcore import scenes, shards
 from semcore.model import UNetConfig, UNetFlex
 from semcore.sources import synthetic
-from semcore.train import TrainConfig, denoising_loss, sample_sigmas, train
+from semcore.train import TrainConfig, denoising_loss, launch, sample_sigmas, train, weights_digest
 
 MODEL = UNetConfig(channels=[8, 16, 32])
 
@@ -98,6 +98,14 @@ def _checkpoint_step(run) -> int:
         return -1
 
 
+def test_the_same_options_train_the_same_weights(shard_dir, tmp_path):
+    config = TrainConfig(steps=6, batch_size=8, eval_images=8)
+    for run in ("a", "b"):
+        train(MODEL, config, shard_dir, tmp_path / run, tmp_path / f"{run}.pt")
+    a, b = (weights_digest(UNetFlex.from_pretrained(tmp_path / f"{run}.pt")) for run in ("a", "b"))
+    assert a == b
+
+
 def test_changed_options_start_afresh(shard_dir, tmp_path):
     base = dict(steps=10, batch_size=8, checkpoint_every=5, eval_images=8)
     train(MODEL, TrainConfig(**base), shard_dir, tmp_path, tmp_path / "model.pt")
@@ -114,3 +122,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_dir, tmp
     snapshot = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(p).all() for p in snapshot["model"].values())
     assert snapshot["step"] >= 1 and not (tmp_path / "model.pt").exists()
+
+
+def test_two_ddp_processes_train_one_model_and_resume(shard_dir, tmp_path):
+    run, model_path = tmp_path / "run", tmp_path / "model.pt"
+    config = TrainConfig(steps=20, batch_size=16, log_every=5, eval_every=10, checkpoint_every=10, eval_images=8)
+    launch(2, MODEL, config, shard_dir, run, model_path, threads=2)  # gloo on CPU
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]  # rank 0 alone logs
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 0, 10, 10, 20, 20]
+    [replicas] = [r for r in records if r["kind"] == "replicas"]
+    saved = UNetFlex.from_pretrained(model_path)
+    assert replicas["processes"] == 2 and replicas["sha256"] == [weights_digest(saved)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "run"]  # no stray temporary files
+
+    snapshot = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save(snapshot | {"step": 10}, run / "checkpoint.pt")  # as if killed after step 10
+    launch(2, MODEL, config, shard_dir, run, model_path, threads=2)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "resume"] == [10]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]
+    assert _checkpoint_step(run) == 20

@@ -6,13 +6,22 @@ import torch
 
 from semcore import figures
 from semcore.model import UNetConfig
-from semcore.train import TrainConfig, read_log, train
+from semcore.runtime import resolve_device
+from semcore.train import TrainConfig, launch, read_log, train
 
 sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed run keeps the killed run's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
-train(UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device), snakemake.input.shards,
-      p.run_dir, snakemake.output.model)
+model_config, config = UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device)
+# One DDP process per GPU the job was given (the `gpu` resource a cluster profile sets); train.processes,
+# when set, overrides it, e.g. to run several gloo processes on a CPU.
+on_gpu = resolve_device(config.device).type == "cuda"
+processes = config.processes or (max(1, snakemake.resources.gpu) if on_gpu else 1)
+if processes > 1:
+    launch(processes, model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model,
+           threads=snakemake.threads)
+else:
+    train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model)
 figures.training_curve(read_log(p.run_dir), snakemake.output.curve)
