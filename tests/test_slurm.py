@@ -1,0 +1,219 @@
+"""The tiny workflow through a real SLURM (slurmctld + slurmd on this machine) with the executor plugin.
+
+Every job goes through `sbatch` with a test variant of profiles/slurm (site placeholders and GPU flags
+removed, short status-check waits), and the outputs are compared with the local run of the same config
+(the session's `finished_run`). SLURM is installed with apt-get when missing (tests/slurm_cluster.py);
+where it cannot be (not root, no apt-get, install fails, or another SLURM already runs here) the test is
+skipped with the reason, as a warning too. SEMCORE_SLURM_TEST=0 skips it on purpose.
+SEMCORE_SLURM_EVIDENCE=<file> saves the sbatch lines and job ids seen (they are printed with `pytest -s`).
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, TINY_CONFIG, write_config
+from slurm_cluster import Cluster, Unavailable, ensure_installed
+
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+SITE_KEYS = ("slurm_partition", "slurm_account", "gpu_model", "cpus_per_gpu", "gres")
+RUN_TIMEOUT = 600  # s; the run takes ~1–2 min on 2 cores
+
+
+def skip_loudly(reason: str):
+    message = f"SLURM test NOT RUN: {reason}"
+    warnings.warn(message)
+    print(f"\n*** {message} ***", file=sys.stderr)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def slurm_installed():
+    """Before the local run (finished_run) is asked for: a machine without SLURM skips at once."""
+    if os.environ.get("SEMCORE_SLURM_TEST") == "0":
+        skip_loudly("SEMCORE_SLURM_TEST=0")
+    try:
+        ensure_installed()
+    except Unavailable as e:
+        skip_loudly(str(e))
+
+
+@pytest.fixture
+def cluster(slurm_installed, request, tmp_path_factory):
+    request.getfixturevalue("finished_run")  # the local reference run first, without daemons around
+    try:
+        running = Cluster(tmp_path_factory.mktemp("slurm")).__enter__()
+    except Unavailable as e:
+        skip_loudly(str(e))
+    yield running
+    running.stop()
+
+
+def slurm_test_profile(cpus: int, rules: list[str], path: Path) -> Path:
+    """profiles/slurm for a CPU-only test cluster: no site values, no GPUs, short waits, squeue status."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    assert profile["executor"] == "slurm"
+    for key in SITE_KEYS:
+        profile["default-resources"].pop(key, None)
+    gpu_rules = {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+    assert {"train", "phi", "block_means"} <= gpu_rules, "the network's rules ask for a GPU on a cluster"
+    for rule in rules:  # every rule, also those the profile does not list: gpu=0 overrides the rules' gpu=1
+        res = profile["set-resources"].setdefault(rule, {})
+        for key in SITE_KEYS:
+            res.pop(key, None)
+        res["gpu"] = 0
+    profile.update({
+        "slurm-no-account": True,                       # no accounting database to look one up in
+        "slurm-status-command": "squeue",               # sacct needs slurmdbd; squeue + MinJobAge 600
+        "slurm-init-seconds-before-status-checks": 5,   # the plugin's default waits 40 s
+        "slurm-keep-successful-logs": True,             # checked below
+        "max-threads": cpus,                            # rules ask for up to 8; the node has `cpus`
+        "set-threads": {"phi": 1},                      # φ's jobs side by side on this small node
+        "latency-wait": 5,
+        "retries": 0,
+    })
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    with open(workdir / "snakemake.out", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        try:
+            rc = proc.wait(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # snakemake cancels its SLURM jobs on SIGTERM
+            proc.wait(timeout=60)
+            rc = "timeout"
+    return rc, (workdir / "snakemake.out").read_text()
+
+
+def scontrol_jobs() -> dict[str, dict[str, str]]:
+    """{job id: fields} of the jobs slurmctld still holds (finished ones for MinJobAge = 600 s)."""
+    out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=30).stdout
+    jobs = {}
+    for line in out.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "JobId" in fields:
+            jobs[fields["JobId"]] = fields
+    return jobs
+
+
+def files(results: Path) -> set[str]:
+    return {str(p.relative_to(results)) for p in results.rglob("*")
+            if p.is_file() and p.relative_to(results).parts[0] not in ("logs", "benchmarks")}
+
+
+def test_tiny_workflow_runs_through_slurm_and_matches_the_local_run(cluster, request, tmp_path):
+    # Order: slurm_installed (may skip), finished_run (the local run; not an argument, as a session
+    # fixture would come first), cluster (daemons up), this test.
+    finished_run = request.getfixturevalue("finished_run")
+    started = time.monotonic()
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    write_config(workdir, TINY_CONFIG)
+    rules = sorted({name for path in [REPO / "Snakefile", *(REPO / "rules").glob("*.smk")]
+                    for name in re.findall(r"^(?:rule|checkpoint) (\w+):", path.read_text(), re.M)})
+    profile = slurm_test_profile(cluster.cpus, rules, tmp_path / "profile")
+    # Up to φ: shard → train → φ (one job per shard), the jobs that matter on a cluster (the network's; φ
+    # one job per shard, in parallel); the whole tiny workflow through SLURM takes several minutes on 2
+    # cores. φ's jobs are known once the `shard` checkpoint has run (`--until phi` plans none before),
+    # so: `shard` first, then the φ file of every shard it wrote — the second run continues the first.
+    steps = []
+    for targets in (["shard"], None):
+        if targets is None:
+            targets = [f"results/tiny/phi/{p.stem}.parquet" for p in sorted((workdir / "results/tiny/shards").glob("*.tar"))]
+        rc, out = run_snakemake(workdir, "--workflow-profile", str(profile), "--verbose", *targets)
+        assert rc == 0, (f"snakemake {' '.join(targets)} through SLURM: {rc}\n{out[-6000:]}\n"
+                         f"--- slurmctld ---\n{cluster.tail('slurmctld')}")
+        steps.append(out)
+    elapsed = time.monotonic() - started
+
+    # What SLURM saw. snakemake announces each job ("rule phi: … jobid: 7"), the plugin logs its sbatch
+    # call and the SLURM job id it got back; slurmctld logs each submission and completion.
+    ran, submitted, sbatch_calls = [], {}, []  # ran: rule of each job; submitted: SLURM job id → rule
+    for out in steps:
+        announced = {jobid: rule for _, rule, jobid in
+                     re.findall(r"^(rule|checkpoint) (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", out, re.M)}
+        ran += announced.values()
+        for jobid, slurm_id in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out):
+            submitted[slurm_id] = announced.get(jobid, "?")
+        sbatch_calls += [c.split(" --wrap=")[0] for c in re.findall(r"sbatch call: (.*)", out)]
+    ctld = cluster.ctld_log.read_text()
+    ctld_submits = re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", ctld)
+    exits = dict(re.findall(r"_job_complete: JobId=(\d+) WEXITSTATUS (\d+)", ctld))
+    jobs = scontrol_jobs()
+    slurm_logs = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+
+    evidence = [f"SLURM run of the tiny workflow up to phi: {elapsed:.0f} s, {len(submitted)} sbatch jobs", "",
+                "sbatch calls (the plugin's, --wrap=<job> cut):"]
+    evidence += [f"  {c}" for c in sbatch_calls]
+    evidence += ["", "SLURM jobs (scontrol show job):"]
+    evidence += [f"  JobId={s:<3} rule={rule:12s} state={jobs.get(s, {}).get('JobState', '?')} "
+                 f"exit={jobs.get(s, {}).get('ExitCode', '?')} cpus={jobs.get(s, {}).get('NumCPUs', '?')} "
+                 f"tres={jobs.get(s, {}).get('TRES', '?')} comment={jobs.get(s, {}).get('Comment', '?')}"
+                 for s, rule in submitted.items()]
+    evidence += ["", "slurmctld log:"]
+    evidence += [f"  {line}" for line in ctld.splitlines()
+                 if "_slurm_rpc_submit_batch_job" in line or "_job_complete" in line or "sched: Allocate" in line]
+    evidence += ["", "plugin logs (.snakemake/slurm_logs):"]
+    evidence += [f"  {p.relative_to(workdir)}" for p in slurm_logs]
+    text = "\n".join(evidence) + "\n"
+    print("\n" + text)
+    if os.environ.get("SEMCORE_SLURM_EVIDENCE"):
+        Path(os.environ["SEMCORE_SLURM_EVIDENCE"]).write_text(text)
+
+    # Every job snakemake ran went through sbatch, and SLURM ran it to completion.
+    assert Counter(submitted.values()) == Counter(ran), (submitted, ran)
+    assert Counter(ran)["shard"] == 1 and Counter(ran)["train"] == 1 and Counter(ran)["phi"] >= 2
+    assert len(sbatch_calls) == len(submitted)
+    assert sorted(ctld_submits, key=int) == sorted(submitted, key=int), "slurmctld saw other jobs"
+    for slurm_id, rule in submitted.items():
+        assert exits.get(slurm_id) == "0", f"SLURM job {slurm_id} ({rule}) exit status {exits.get(slurm_id)}"
+        assert jobs[slurm_id]["JobState"] == "COMPLETED"
+        assert jobs[slurm_id]["Comment"].startswith(f"rule_{rule}")
+        assert any(p.name == f"{slurm_id}.log" for p in slurm_logs), f"no plugin log for SLURM job {slurm_id}"
+    # Rule resources reached sbatch: memory and time everywhere, no GPU request on this CPU node.
+    for call in sbatch_calls:
+        assert " --mem " in call and " -t " in call and "--cpus-per-task=" in call and "--gpus" not in call, call
+    assert max(int(jobs[s]["NumCPUs"]) for s in submitted) <= cluster.cpus
+
+    # The same outputs as the local run (of everything, so a superset of this one's).
+    local, remote = finished_run / "results" / "tiny", workdir / "results" / "tiny"
+    assert files(remote) <= files(local), files(remote) - files(local)
+    phi_files = {f for f in files(local) if f.startswith("phi/")}
+    assert phi_files and phi_files <= files(remote)
+    pd.testing.assert_frame_equal(pd.read_parquet(remote / "manifest.parquet"),
+                                  pd.read_parquet(local / "manifest.parquet"))
+    options_r, options_l = (json.loads((d / "model" / "options.json").read_text()) for d in (remote, local))
+    strip = lambda o: {k: v for k, v in o.items() if k not in ("data", "hash")}  # data: shard mtimes
+    assert strip(options_r) == strip(options_l)
+    assert [f[:2] for f in options_r["data"]] == [f[:2] for f in options_l["data"]]  # names and sizes
+    model_r, model_l = (torch.load(d / "model" / "model.pt", weights_only=True) for d in (remote, local))
+    assert model_r["config"] == model_l["config"]
+    # Thread counts and scheduling may change float rounding; a few dozen steps keep it small.
+    for name, tensor in model_l["state_dict"].items():
+        torch.testing.assert_close(model_r["state_dict"][name], tensor, rtol=1e-3, atol=1e-4)
+
+    phi_r, phi_l = (pd.read_parquet(d / "phi").sort_values(["key", "sigma"], ignore_index=True)
+                    for d in (remote, local))
+    pd.testing.assert_frame_equal(phi_r.drop(columns="phi"), phi_l.drop(columns="phi"))
+    x_r, x_l = np.stack(phi_r.phi), np.stack(phi_l.phi)
+    assert x_r.shape == x_l.shape and x_r.shape[1] == TINY_CONFIG["model"]["channels"][-1]
+    np.testing.assert_allclose(x_r, x_l, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(x_l).max())))
+    print(f"[slurm] test done in {time.monotonic() - started:.0f} s (SLURM run {elapsed:.0f} s)")
