@@ -1,0 +1,116 @@
+# Self-guided stochastic reconstruction (paper section 6): the unconditional denoiser draws images whose φ
+# matches a conditioning image's, one job per batch of targets; unconditional samples of the same count,
+# scored against the same targets, are the baseline. Both read the training set's φ for nearest neighbours.
+
+SAMPLE = config["sample"]
+
+
+def sample_batches():
+    """Batch indices of the configured targets (a count of first test images, or a list of keys)."""
+    targets = SAMPLE["targets"]
+    n = targets if isinstance(targets, int) else len(targets)
+    return [f"{b:03d}" for b in range(-(-n // SAMPLE["targets_per_job"]))]
+
+
+def sample_tables(kind):
+    return expand(f"{RESULTS}/samples/{kind}/batch-{{batch}}.parquet", batch=sample_batches())
+
+
+def train_phi_files(wildcards):
+    return [path for path in phi_files(wildcards) if Path(path).name.startswith("train-")]
+
+
+def score_sigma():
+    """Guided and unconditional samples are scored at the guided sampler's final σ."""
+    if SAMPLE["algorithm"] == "fixed":
+        return SAMPLE["schedule"]["sigma_min"]
+    return SAMPLE["ascent"]["sigma_final"]
+
+
+rule sample:
+    input:
+        shards=rules.shard.output.shards,
+        manifest=rules.shard.output.manifest,
+        model=rules.train.output.model,
+        train_phi=train_phi_files,
+        code=script_code("sample"),
+    output:
+        f"{RESULTS}/samples/guided/batch-{{batch}}.parquet",
+    wildcard_constraints:
+        batch=r"\d{3}",
+    params:
+        guided=True,
+        algorithm=SAMPLE["algorithm"],
+        targets=SAMPLE["targets"],
+        targets_per_job=SAMPLE["targets_per_job"],
+        samples_per_target=SAMPLE["samples_per_target"],
+        top_k=SAMPLE["top_k"],
+        n_noise=SAMPLE["n_noise"],
+        seed=SAMPLE["seed"],
+        schedule=SAMPLE["schedule"] if SAMPLE["algorithm"] == "fixed" else None,
+        ascent=SAMPLE["ascent"] if SAMPLE["algorithm"] == "adaptive" else None,
+        matching=SAMPLE["matching"],
+        score_sigma=score_sigma(),
+        phi_sigmas=config["phi"]["sigmas"],
+        phi_n_noise=config["phi"]["n_noise"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/sample/guided-{{batch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/guided-{{batch}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/sample.py"
+
+
+use rule sample as sample_unconditional with:
+    output:
+        f"{RESULTS}/samples/unconditional/batch-{{batch}}.parquet",
+    params:
+        guided=False,
+        algorithm="ascent",
+        schedule=None,
+        ascent=SAMPLE["ascent"],
+        matching=None,
+    log:
+        f"{RESULTS}/logs/sample/unconditional-{{batch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/unconditional-{{batch}}.tsv"
+
+
+rule sample_summary:
+    input:
+        guided=sample_tables("guided"),
+        unconditional=sample_tables("unconditional"),
+        shards=rules.shard.output.shards,
+        manifest=rules.shard.output.manifest,
+        code=script_code("sample_summary"),
+    output:
+        table=f"{RESULTS}/samples/samples.parquet",
+        grids=report(
+            directory(f"{RESULTS}/figures/samples"),
+            patterns=["{name}.png"],
+            caption="../report/sample_grids.rst",
+            category="Self-guided sampling",
+        ),
+        figure=report(
+            f"{RESULTS}/figures/sample_phi_error.png",
+            caption="../report/sample_phi_error.rst",
+            category="Self-guided sampling",
+        ),
+    log:
+        f"{RESULTS}/logs/sample_summary.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/sample_summary.py"

@@ -1,0 +1,189 @@
+"""Self-guided sampling on a tiny model (unit tests), and the sampling stage of the tiny workflow run."""
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from semcore import sample
+from semcore.model import UNetConfig, UNetFlex
+from semcore.phi import phi_schema
+from semcore.tables import ParquetSink, vectors
+
+from conftest import TINY_CONFIG, planned_jobs, write_config
+
+T, S, N_NOISE = 2, 3, 2  # targets, samples per target, noise draws
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return UNetFlex(UNetConfig(channels=[8, 16, 32])).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(T, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def rows():
+    return torch.arange(T).repeat_interleave(S)
+
+
+def start():
+    return torch.full((3, 16, 16), 0.5)
+
+
+def test_matching_lowers_the_phi_error_and_stops_converged_rows(model, images):
+    goal = sample.Target(images=images, n_noise=N_NOISE).phi(model, torch.arange(T), torch.full((T,), 0.1), generator(), Counter())
+    y = torch.rand(T, 3, 16, 16, generator=generator(2))
+    with torch.no_grad():
+        before = sample.relative_error(model.middle_means(y), goal)
+        own = model.middle_means(y)
+    # Row 0 chases the target; row 1 is given its own φ: it has converged before any step.
+    calls = Counter()
+    matched, error, steps = sample.match_phi(model, y, torch.stack([goal[0], own[1]]), sample.Matching(lr=0.01, max_iter=40), calls)
+    assert error[0] < 0.5 * before[0]
+    with torch.no_grad():
+        assert torch.allclose(sample.relative_error(model.middle_means(matched[:1]), goal[:1]), error[:1], rtol=1e-4)
+    assert steps.tolist()[1] == 0 and torch.equal(matched[1], y[1])
+    # Row 1 leaves the batch after the first evaluation: every later call runs on row 0 alone.
+    assert 0 < steps[0] <= 40 and calls["phi_grad", 2] == calls["phi_grad_backward", 2] == 1
+    assert calls["phi_grad_backward", 1] == steps[0] - 1
+
+
+def test_a_schedule_of_k_steps_makes_the_expected_network_calls(model, images):
+    k, max_iter = 3, 4
+    target = sample.Target(images=images, n_noise=N_NOISE)
+    result = sample.fixed_schedule(model, target, rows(), start(), [0.5, 0.2, 0.05][:k],
+                                   sample.Matching(tol=0.0, max_iter=max_iter), generator())
+    r = T * S
+    assert result.calls == Counter({("phi", T * N_NOISE): k, ("phi_grad", r): k * (max_iter + 1),
+                                    ("phi_grad_backward", r): k * max_iter, ("denoise", r): k})
+    assert result.matching_steps.tolist() == [k * max_iter] * r
+    assert result.phi_error.shape == (r, k) and np.isfinite(result.phi_error).all()
+
+
+@pytest.mark.parametrize("kind", ["fixed", "adaptive", "unconditional"])
+def test_samples_are_finite_in_range_and_reproducible(model, images, kind):
+    target = sample.Target(images=images, n_noise=N_NOISE, top_k=5)
+    options = dict(guided=kind != "unconditional", algorithm=kind, schedule=dict(sigma_max=0.5, sigma_min=0.05, steps=3),
+                   ascent_options=dict(sigma_0=0.5, sigma_final=0.2, h0=0.3, beta=0.5, h_schedule=True, max_steps=8),
+                   matching=dict(lr=0.01, tol=0.01, max_iter=3))
+    first = sample.draw(model, target, rows(), start(), **options, generator=generator(0))
+    again = sample.draw(model, target, rows(), start(), **options, generator=generator(0))
+    other = sample.draw(model, target, rows(), start(), **options, generator=generator(1))
+    assert first.images.shape == (T * S, 3, 16, 16) and torch.isfinite(first.images).all()
+    assert first.images.min() >= 0 and first.images.max() <= 1
+    assert torch.equal(first.images, again.images) and not torch.equal(first.images, other.images)
+    assert (first.steps >= 1).all() and (first.steps <= (3 if kind == "fixed" else 8)).all()
+
+
+def test_ascent_stops_each_row_on_its_own(model):
+    # Each row stops when its own σ estimate falls below σ_final; later steps run on the rest only.
+    result = sample.ascent(model, torch.arange(4), start(), sigma_0=0.3, sigma_final=0.25, h0=0.5, beta=0.5,
+                           h_schedule=False, max_steps=30, generator=generator())
+    stopped = result.steps.tolist()
+    assert len(set(stopped)) > 1
+    for row, n in enumerate(stopped):
+        assert np.isfinite(result.sigma[row, :n]).all() and np.isnan(result.sigma[row, n:]).all()
+        if n < 30:
+            assert result.sigma[row, n - 1] < 0.25 <= result.sigma[row, : n - 1].min(initial=np.inf)
+    # A row computed after it stopped is waste, bounded: finished rows leave once a quarter has finished.
+    computed = sum(result.calls[("denoise", b)] * b for b in range(1, 5))
+    assert sum(stopped) <= computed <= sum(stopped) / sample.SHRINK
+
+
+def test_top_k_keeps_the_largest_channels():
+    phi = torch.tensor([[0.1, 0.5, 0.3, 0.0], [0.4, 0.0, 0.2, 0.9]])
+    assert torch.equal(sample.top_k_mask(phi, 2), torch.tensor([[0.0, 0.5, 0.3, 0.0], [0.4, 0.0, 0.0, 0.9]]))
+    assert sample.top_k_mask(phi, None) is phi
+
+
+def test_a_cluster_centroid_is_a_target(model, tmp_path):
+    centroids = np.abs(np.random.default_rng(0).normal(size=(3, 32))).astype(np.float32) * 0.05
+    path = tmp_path / "centroids.parquet"
+    table = pa.table({"cluster": pa.array([0, 1, 2], pa.int32()), "centroid": vectors(centroids)})
+    with ParquetSink(path, table.schema) as sink:
+        sink.write(table)
+    ids, vectors_ = sample.read_centroids(str(path), clusters=[2, 0])
+    assert ids.tolist() == [2, 0] and np.array_equal(vectors_.numpy(), centroids[[2, 0]])
+    target = sample.Target(vectors=vectors_)
+    y = torch.rand(2, 3, 16, 16, generator=generator(3))
+    goal = target.phi(model, torch.arange(2), torch.zeros(2), generator(), Counter())
+    with torch.no_grad():
+        before = sample.relative_error(model.middle_means(y), goal)
+    _, after, _ = sample.match_phi(model, y, goal, sample.Matching(max_iter=30), Counter())
+    assert (after < before).all()
+
+
+def test_scores_find_a_copy_and_measure_diversity(model, images, tmp_path):
+    # The "training set" holds the two targets themselves; samples that are exact copies of them
+    # have φ distance 0 to their nearest training image and pixel distance 0 to their conditioner.
+    with torch.no_grad():
+        train = model.middle_means(images).numpy()
+    path = tmp_path / "train-000000.parquet"
+    schema = phi_schema(32, {})
+    with ParquetSink(path, schema) as sink:
+        sink.write(pa.table({"key": ["a", "b"], "split": ["train"] * 2, "label": pa.array([0, 1], pa.int32()),
+                             "sigma": pa.array([0.0, 0.0]), "phi": vectors(train)}))
+    copies = images[rows()].clone()
+    copies[S - 1] = 1 - copies[S - 1]  # one sample of target 0 differs
+    result = sample.Samples(images=copies, steps=torch.ones(T * S, dtype=torch.long),
+                            matching_steps=torch.zeros(T * S, dtype=torch.long), sigma=np.full((T * S, 1), 0.05),
+                            phi_error=np.zeros((T * S, 1)))
+    table = sample.score(model, result, sample.Target(images=images, n_noise=N_NOISE), rows(), sigma=0.05,
+                         generator=generator(), train_phi=[str(path)], train_sigma=0.0, train_n_noise=1)
+    assert table.sample_id.tolist() == [0, 1, 2] * T
+    exact = table.drop(index=S - 1)
+    assert exact.nn_key.tolist() == ["a"] * (S - 1) + ["b"] * S and np.allclose(exact.nn_phi_distance, 0, atol=1e-5)
+    assert np.allclose(exact.pixel_distance, 0) and table.pixel_distance[S - 1] > 0.1
+    assert np.allclose(table.diversity[S:], 0)  # target 1: three identical samples
+    d = sample.pairwise_rmse(copies[:S])
+    assert np.isclose(table.diversity[0], (d[0, 1] + d[0, 2]) / 2)
+    assert (table.phi_error < 0.5).all()
+
+
+def test_the_workflow_samples_scores_and_draws_grids(finished_run):
+    results = finished_run / "results" / "tiny"
+    table = pd.read_parquet(results / "samples" / "samples.parquet")
+    n = TINY_CONFIG["sample"]["targets"] * TINY_CONFIG["sample"]["samples_per_target"]
+    assert table.groupby("method").size().to_dict() == {"self-guided": n, "unconditional": n}
+    assert table.target.nunique() == 3 and table.key.str.startswith("synthetic_").all()
+    assert np.isfinite(table.phi_error).all() and (table.phi_error > 0).all()
+    guided = table[table.method == "self-guided"]
+    assert guided.schedule_sigma.map(len).eq(3).all() and guided.steps.eq(3).all()
+    assert table.nn_key.str.startswith("synthetic_").all() and table.nn_sigma.eq(0.1).all()
+    assert sample.decode_png(table.png.iloc[0]).shape == (16, 16, 3)
+    assert table.phi.map(len).eq(32).all()
+    grids = sorted(p.name for p in (results / "figures" / "samples").glob("*.png"))
+    assert grids == ["target-000.png", "target-001.png", "target-002.png"]
+    assert (results / "figures" / "sample_phi_error.png").stat().st_size > 10_000
+
+
+def test_changing_a_sampler_parameter_reruns_only_sampling(finished_run, tiny_config):
+    # Jobs planned beyond those of the unchanged config (none, unless the code changed since the run).
+    baseline = planned_jobs(finished_run)
+
+    def planned_by_the_change():
+        return {rule: n - baseline.get(rule, 0) for rule, n in planned_jobs(finished_run).items()
+                if rule != "all" and n != baseline.get(rule, 0)}
+
+    try:
+        tiny_config["sample"]["matching"]["lr"] = 0.02
+        write_config(finished_run, tiny_config)
+        assert planned_by_the_change() == {"sample": 2, "sample_summary": 1}
+        tiny_config["sample"]["ascent"]["beta"] = 0.4
+        write_config(finished_run, tiny_config)
+        assert planned_by_the_change() == {"sample": 2, "sample_unconditional": 2, "sample_summary": 1}
+        tiny_config["sample"]["matching"] = TINY_CONFIG["sample"]["matching"]
+        write_config(finished_run, tiny_config)  # the fixed schedule does not use the ascent's settings
+        assert planned_by_the_change() == {"sample_unconditional": 2, "sample_summary": 1}
+    finally:
+        write_config(finished_run, TINY_CONFIG)

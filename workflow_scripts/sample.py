@@ -1,0 +1,51 @@
+"""Adapter for rules `sample` (self-guided) and `sample_unconditional` (the baseline): one batch of targets,
+its samples and their scores, to one Parquet table."""
+import logging
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from semcore import sample
+from semcore.model import UNetFlex
+from semcore.phi import seeded_generator
+from semcore.runtime import as_model_input, resolve_device
+from semcore.shards import shard_paths
+from semcore.tables import ParquetSink
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+torch.set_num_threads(snakemake.threads)
+
+p = snakemake.params
+batch = int(snakemake.wildcards.batch)
+device = resolve_device(p.device)
+model = UNetFlex.from_pretrained(snakemake.input.model, map_location=device).to(device, memory_format=torch.channels_last).eval()
+keys, images = sample.conditioners(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest), p.targets, batch,
+                                   p.targets_per_job)
+target = sample.Target(images=as_model_input(images, device), n_noise=p.n_noise, top_k=p.top_k)
+rows = torch.arange(len(keys), device=device).repeat_interleave(p.samples_per_target)
+start = sample.mean_image(shard_paths(snakemake.input.shards, "train")).to(device)
+method = "self-guided" if p.guided else "unconditional"
+generator = seeded_generator(p.seed, f"{method}-{batch}", device)
+
+began = time.perf_counter()
+samples = sample.draw(model, target, rows, start, guided=p.guided, algorithm=p.algorithm, schedule=p.schedule,
+                      ascent_options=p.ascent, matching=p.matching, generator=generator)
+logging.info("%s: %d samples in %.1f s; network calls (kind, batch): %s", method, len(rows),
+             time.perf_counter() - began, dict(samples.calls))
+
+# Nearest training images are searched in the φ files at the phi.sigmas value closest to the scoring σ.
+train_sigma = min(p.phi_sigmas, key=lambda s: abs(s - p.score_sigma))
+table = sample.score(model, samples, target, rows, sigma=p.score_sigma, generator=generator,
+                     train_phi=snakemake.input.train_phi, train_sigma=train_sigma, train_n_noise=p.phi_n_noise)
+table.insert(0, "method", method)
+table.insert(1, "algorithm", p.algorithm)
+table.insert(3, "key", [keys[i] for i in table.target])
+table["target"] += batch * p.targets_per_job
+table["top_k"] = p.top_k
+logging.info("\n%s", table.groupby("key")[["phi_error", "pixel_distance", "diversity", "nn_phi_distance"]].mean())
+arrow = sample.to_arrow(table, sample.as_uint8(samples.images))
+with ParquetSink(snakemake.output[0], arrow.schema) as sink:
+    sink.write(arrow)

@@ -1,0 +1,36 @@
+"""Adapter for rule `sample_summary`: all batches in one table, a grid per target, the φ error figure."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from semcore import sample, shards
+from semcore.tables import ParquetSink
+
+sys.stderr = open(snakemake.log[0], "w")
+arrow = pa.concat_tables([pq.read_table(path) for path in [*snakemake.input.guided, *snakemake.input.unconditional]])
+with ParquetSink(snakemake.output.table, arrow.schema) as sink:
+    sink.write(arrow)
+table = arrow.drop_columns(["phi"]).to_pandas()
+sample.phi_error_figure(table, snakemake.output.figure)
+
+# Per target: the conditioner and its self-guided samples; below each sample its nearest training image in
+# φ space; then the unconditional samples scored against this target.
+guided, unconditional = (table[table.method == m] for m in ("self-guided", "unconditional"))
+images = shards.images_by_key(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest),
+                              [*guided.key.unique(), *guided.nn_key])
+out = Path(snakemake.output.grids)
+out.mkdir(parents=True, exist_ok=True)
+decode = sample.decode_png
+for (index, key), rows in guided.groupby(["target", "key"]):
+    baseline = unconditional[unconditional.target == index]
+    grid = sample.grid([[images[key], *map(decode, rows.png)],
+                        [None, *(images[k] for k in rows.nn_key)],
+                        [None, *map(decode, baseline.png)]], scale=max(1, 96 // images[key].shape[0]))
+    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(out / f"target-{index:03d}.png")
+
+summary = table.groupby("method", sort=False)[["phi_error", "pixel_distance", "diversity", "nn_phi_distance"]]
+print(summary.mean().to_string(), file=sys.stderr)
