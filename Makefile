@@ -26,6 +26,9 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_phi.py
+	$(BIN)/python benchmarks/bench_kmeans.py
+	$(BIN)/python benchmarks/bench_sample.py
+	$(BIN)/python benchmarks/bench_dag.py
 
 clean:
 	rm -rf results .snakemake

@@ -13,6 +13,8 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/phi.smk"
 include: "rules/stats.smk"
+include: "rules/sample.smk"
+include: "rules/cluster.smk"
 
 
 rule all:
@@ -26,4 +28,8 @@ rule all:
         rules.selectivity.output,
         rules.subspaces.output,
         factor_outputs,
+        expand(rules.kmeans.output, features=FEATURE_SETS, k=CLUSTER["ks"]),
+        rules.neighbours.output,
+        rules.semantic_scores.output,
+        rules.sample_summary.output,
     default_target: True

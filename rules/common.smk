@@ -1,9 +1,13 @@
+import ast
+import functools
+import math
 import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from semcore import config as semcore_config
+from semcore.features import feature_set_names, parse as parse_feature_set
 from semcore.sources import list_folder
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -33,3 +37,32 @@ def source_files(wildcards):
 def factor_outputs(wildcards):
     """Channel ↔ factor selectivity needs ground-truth factors: only the synthetic scenes have them."""
     return rules.factors.output if SOURCE == "synthetic" else []
+
+
+@functools.cache
+def semcore_imports(path):
+    """The semcore modules a Python file imports (its direct imports)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        modules = (Path(workflow.basedir, *name.split(".")).with_suffix(".py") for name in names)
+        found += [m for m in modules if m.parts[-2:-1] == ("semcore",) and m.is_file()]
+    return found
+
+
+def script_code(script):
+    """A workflow script and every semcore module it imports, transitively. Declared as the `code` input
+    of the rule that runs it, so editing that code reruns the rule (Snakemake's own code trigger sees the
+    rule's text, not the modules it imports)."""
+    todo, seen = [Path(workflow.basedir, "workflow_scripts", f"{script}.py")], set()
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += semcore_imports(path)
+    return sorted(str(p) for p in seen)

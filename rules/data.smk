@@ -4,6 +4,7 @@
 checkpoint shard:
     input:
         source_files,
+        code=script_code("shard"),
     output:
         shards=directory(f"{RESULTS}/shards"),
         manifest=f"{RESULTS}/manifest.parquet",

@@ -20,6 +20,7 @@ rule phi:
     input:
         shards=f"{RESULTS}/shards/{{shard}}.tar",
         model=rules.train.output.model,
+        code=script_code("phi"),
     output:
         f"{RESULTS}/phi/{{shard}}.parquet",
     wildcard_constraints:
@@ -51,6 +52,7 @@ rule block_means:
     input:
         shards=test_shards,
         model=rules.train.output.model,
+        code=script_code("phi"),
     output:
         f"{RESULTS}/block_means.parquet",
     params:

@@ -13,6 +13,7 @@ def figure(name, category):
 rule sparsity:
     input:
         block_means=rules.block_means.output[0],
+        code=script_code("sparsity"),
     output:
         table=stats_path("block_pr"),
         figure=figure("block_pr", "Sparsity"),
@@ -33,6 +34,7 @@ rule sparsity:
 rule stability:
     input:
         block_means=rules.block_means.output[0],
+        code=script_code("stability"),
     output:
         table=stats_path("stability"),
         figure=figure("stability", "Stability"),
@@ -55,6 +57,7 @@ rule selectivity:
         phi=phi_files,
         shards=rules.shard.output.shards,
         manifest=rules.shard.output.manifest,
+        code=script_code("selectivity"),
     output:
         table=stats_path("channels"),
         summary=f"{RESULTS}/stats/channels.json",
@@ -83,6 +86,7 @@ rule subspaces:
     input:
         phi=phi_files,
         channels=rules.selectivity.output.table,
+        code=script_code("subspaces"),
     output:
         groups=stats_path("subspace_groups"),
         pairs=stats_path("subspace_pairs"),
@@ -109,6 +113,7 @@ rule factors:
     input:
         phi=phi_files,
         manifest=rules.shard.output.manifest,
+        code=script_code("factors"),
     output:
         table=stats_path("factor_mutual_information"),
         figure=figure("factors", "Selectivity"),

@@ -122,3 +122,18 @@ def factor_heatmap(table: pd.DataFrame, path: str, top: int = 20) -> None:
     ax.tick_params(axis="x", labelsize=7)
     fig.colorbar(image, ax=ax)
     _save(fig, path)
+
+
+def semantic_scores(table: pd.DataFrame, path: str) -> None:
+    """NMI of the k-means clusters at each k and the linear-probe accuracy, per target, one bar per
+    feature set: how much of each target φ recovers, against pixels and the untrained network."""
+    panels = [(f"k-means, k={k}: NMI", (table.method == "k-means") & (table.k == k) & (table.metric == "nmi"))
+              for k in sorted(table.k.dropna().unique())]
+    panels.append(("linear probe: test accuracy", table.method == "linear probe"))
+    fig, axes = _panels(len(panels), width=4.2, height=3.4)
+    for ax, (title, rows) in zip(axes, panels):
+        matrix = table[rows.to_numpy()].pivot(index="target", columns="features", values="value")
+        matrix.plot.bar(ax=ax, rot=45, width=0.8, legend=ax is axes[-1])
+        ax.set(title=title, xlabel="", ylim=(0, 1))
+    axes[-1].legend(fontsize=7, title="features", title_fontsize=7)
+    _save(fig, path)

@@ -10,52 +10,12 @@ subtract a mean, as in the authors' code. Blocks are named as in the paper's fig
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
-NORMS = ("layer", "batch", "none")
-
-
-@dataclass
-class UNetConfig:
-    in_channels: int = 3
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # per level; last is the middle
-    enc_convs: int | list[int] = 2  # per encoder block, outermost first; an int for all blocks
-    mid_convs: int = 3
-    dec_convs: int | list[int] = 2  # likewise; D1's count includes the output conv
-    norm: str = "layer"  # layer: std over (C, H, W) per image; batch: std over (N, H, W) per channel; none
-    bias: bool = True  # convs' bias; without it a layer-normed net is blind to the input's scale
-    kernel_size: int = 3
-
-    def __post_init__(self):
-        n = self.num_blocks
-        if n < 1:
-            raise ValueError("model.channels: give at least two levels (encoder blocks + middle)")
-        self.channels = list(self.channels)
-        self.enc_convs, self.dec_convs = ([c] * n if isinstance(c, int) else list(c)
-                                          for c in (self.enc_convs, self.dec_convs))
-        for key in ("enc_convs", "dec_convs"):
-            if len(getattr(self, key)) != n:
-                raise ValueError(f"model.{key}: needs {n} entries, one per encoder/decoder block (model.channels has {n + 1} levels)")
-        if min(self.enc_convs) < 1 or self.mid_convs < 1 or min(self.dec_convs[1:], default=1) < 1:
-            raise ValueError("model.enc_convs, mid_convs, dec_convs: every block needs at least one conv")
-        if self.dec_convs[0] < 2:
-            raise ValueError("model.dec_convs[0]: the outermost decoder block needs ≥ 2 convs (one is the output conv)")
-        if self.norm not in NORMS:
-            raise ValueError(f"model.norm: {self.norm!r} is not one of {NORMS}")
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.channels) - 1
-
-    @property
-    def block_names(self) -> list[str]:
-        """Blocks whose channel means ā are read: E1…En, M, Dn…D2 (D1 outputs the image)."""
-        n = self.num_blocks
-        return [f"E{b + 1}" for b in range(n)] + ["M"] + [f"D{b + 1}" for b in reversed(range(1, n))]
-
+from semcore.config import UNetConfig  # plain data, beside the other settings: planning needs no torch
 
 class StdNorm(nn.Module):
     """x · γ_c / std(x): the paper's "LayerNorm" (std over C,H,W per image) or bias-free BatchNorm."""
@@ -147,6 +107,12 @@ class UNetFlex(nn.Module):
         model = cls(UNetConfig(**saved["config"]))
         model.load_state_dict(saved["state_dict"])
         return model
+
+
+def initial_model(config: UNetConfig, seed: int) -> UNetFlex:
+    """The network as training starts it: the same seed gives the same weights (the untrained baseline)."""
+    torch.manual_seed(seed)
+    return UNetFlex(config)
 
 
 def _kaiming_init(module: nn.Module) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from semcore.train import read_log
 
-from conftest import REPO, planned_jobs, snakemake, write_config
+from conftest import REPO, TINY_CONFIG, planned_jobs, snakemake, write_config
 
 
 def test_outputs_open_with_standard_tools(finished_run):
@@ -59,6 +59,30 @@ def test_phi_per_shard_and_the_statistics_read_back(finished_run):
         assert width >= 500 and height >= 150
 
 
+def test_clusters_neighbours_and_semantic_scores_read_back(finished_run):
+    results = finished_run / "results" / "tiny"
+    for features, dims in {"phi-s0.1": 32, "untrained-s0.1": 32, "pixels": 16 * 16 * 3}.items():
+        assignments = pd.read_parquet(results / "clusters" / features / "k4" / "assignments.parquet")
+        assert len(assignments) == 240 and assignments.cluster.between(0, 3).all() and (assignments.distance >= 0).all()
+        centroids = pd.read_parquet(results / "clusters" / features / "k4" / "centroids.parquet")
+        assert centroids["size"].sum() == 240 and centroids.centroid.map(len).eq(dims).all()
+        assert Image.open(results / "figures" / "clusters" / f"{features}-k4.png").size[0] > 200
+
+    neighbours = pd.read_parquet(results / "clusters" / "neighbours.parquet")
+    assert set(neighbours.space) == {"φ σ=0.1", "pixels"} and len(neighbours) == 2 * 2 * 3
+    assert (neighbours["query"] != neighbours.neighbour).all() and neighbours.groupby(["query", "space"]).distance.is_monotonic_increasing.all()
+
+    table = pd.read_parquet(results / "clusters" / "semantic_scores.parquet")
+    assert set(table.representation) == {"phi", "untrained", "pixels"}
+    assert set(table.method) == {"k-means", "linear probe"} and {"label", "background", "fg_x"} <= set(table.target)
+    nmi = table[(table.method == "k-means") & (table.metric == "nmi")]
+    assert len(nmi) == 3 * nmi.target.nunique() and nmi.value.between(0, 1).all()
+    probe = table[table.method == "linear probe"]
+    assert probe.k.isna().all() and probe.value.between(0, 1).all()
+    for figure in ("neighbours", "semantic_scores"):
+        assert Image.open(results / "figures" / f"{figure}.png").size[0] > 500
+
+
 def test_phi_is_bit_identical_when_recomputed(finished_run):
     phi_dir = finished_run / "results" / "tiny" / "phi"
     before = {p.name: pd.read_parquet(p) for p in phi_dir.glob("*.parquet")}
@@ -77,7 +101,14 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
     try:
         tiny_config["phi"]["sigmas"] = [0.0, 0.1, 0.3]
         write_config(finished_run, tiny_config)
-        assert planned_jobs(finished_run) == {"all": 1, "phi": n_shards, "block_means": 1} | dict.fromkeys(STATS, 1)
+        planned = planned_jobs(finished_run)
+        assert planned["phi"] == n_shards and planned["block_means"] == 1 and STATS <= set(planned)
+        assert planned["kmeans"] == 1 and planned["probe"] == 1  # φ's; the baselines do not depend on φ
+        assert not {"shard", "train", "untrained_model", "phi_untrained"} & set(planned)
+        tiny_config["phi"]["sigmas"] = TINY_CONFIG["phi"]["sigmas"]
+        tiny_config["cluster"]["ks"] = [3]
+        write_config(finished_run, tiny_config)
+        assert planned_jobs(finished_run) == {"all": 1, "kmeans": 3, "semantic_scores": 1}
         tiny_config["train"]["lr"] = 5e-4
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
@@ -86,9 +117,18 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         write_config(finished_run, tiny_config)
         assert {"shard", "train"} <= set(planned_jobs(finished_run))
     finally:
-        from conftest import TINY_CONFIG
-
         write_config(finished_run, TINY_CONFIG)
+
+
+def test_editing_a_semcore_module_reruns_the_rules_that_import_it(finished_run):
+    module = REPO / "semcore" / "scores.py"  # imported by the probe and semantic_scores scripts only
+    before = module.stat()
+    try:
+        os.utime(module)  # what saving an edit does
+        assert planned_jobs(finished_run) == {"all": 1, "probe": 3, "semantic_scores": 1}
+    finally:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert planned_jobs(finished_run) == {}
 
 
 def test_a_folder_with_broken_files_shards_and_explains_each_skip(tmp_path, tiny_config):
@@ -137,7 +177,7 @@ def test_killing_train_and_rerunning_resumes(tmp_path, tiny_config):
     assert not (tmp_path / "results" / "tiny" / "model" / "model.pt").exists()
 
     snakemake(tmp_path, "--unlock")  # what a hard kill asks of the user, as Snakemake says
-    snakemake(tmp_path)
+    snakemake(tmp_path, "train")
     log = read_log(tmp_path / "results" / "tiny" / "model")
     resumed = log[log.kind == "resume"].step.tolist()
     assert len(resumed) == 1 and 5 <= resumed[0] < 1000

@@ -1,0 +1,63 @@
+"""How fast Snakemake plans an ImageNet-size run: configs/imagenet64-cluster.yaml with ~1,000 shards.
+
+Sharding 1.28M images is what `shard` does on a cluster; here its outputs are stood in for by empty
+files with the right names (1,001 train + test shards, a manifest, a trained model), so the dry run sees
+the DAG a real run sees after the checkpoint. Prints the wall time of `snakemake -n` and the job counts.
+Usage: python benchmarks/bench_dag.py [--images 1281167]
+"""
+
+import argparse
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imagenet_workdir(root: Path, images: int) -> tuple[Path, int]:
+    config = yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text())
+    batches = [root / "npz" / f"train_data_batch_{i}.npz" for i in range(1, 11)]
+    batches[0].parent.mkdir()
+    for path in batches:
+        path.touch()
+    config["data"]["imagenet64"]["paths"] = [str(p) for p in batches]
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+
+    results = root / "results" / config["name"]
+    (results / "shards").mkdir(parents=True)
+    (results / "model").mkdir()
+    per_shard, test_fraction = config["data"]["samples_per_shard"], config["data"]["test_fraction"]
+    counts = {"train": math.ceil(images * (1 - test_fraction) / per_shard), "test": math.ceil(images * test_fraction / per_shard)}
+    for split, n in counts.items():
+        for i in range(n):
+            (results / "shards" / f"{split}-{i:06d}.tar").touch()
+    for path in ("manifest.parquet", "model/model.pt", "model/untrained.pt"):
+        (results / path).touch()
+    return root, sum(counts.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=1_281_167)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir, n_shards = imagenet_workdir(Path(tmp), args.images)
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                              "--cores", "8", "--dry-run", "--quiet", "rules"], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if out.returncode:
+            sys.exit(out.stdout + out.stderr)
+        jobs = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)\s*$", out.stdout, re.M)}
+        print(f"{args.images:,} images in {n_shards:,} shards: dry run {seconds:.1f} s, {jobs.pop('total')} jobs")
+        print("  " + ", ".join(f"{rule} {n}" for rule, n in sorted(jobs.items(), key=lambda item: -item[1])))
+
+
+if __name__ == "__main__":
+    main()

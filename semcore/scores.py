@@ -1,0 +1,71 @@
+"""Semantic scores: how well clusters and a linear read-out of features recover labels and scene factors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn import metrics
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+# Numeric factors (position, scale, hue…) are scored as this many equal-count bins.
+FACTOR_BINS = 4
+
+
+def purity(truth: np.ndarray, clusters: np.ndarray) -> float:
+    """Fraction of points whose cluster's most common true class is their own."""
+    table = metrics.cluster.contingency_matrix(truth, clusters)
+    return table.max(axis=0).sum() / table.sum()
+
+
+def matched_accuracy(truth: np.ndarray, clusters: np.ndarray) -> float:
+    """Accuracy under the best one-to-one matching of clusters to classes (Hungarian): the "ACC" of the
+    clustering literature; clusters left without a class count as errors."""
+    table = metrics.cluster.contingency_matrix(truth, clusters)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return table[rows, cols].sum() / table.sum()
+
+
+def cluster_scores(truth: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    return {
+        "nmi": metrics.normalized_mutual_info_score(truth, clusters),
+        "ami": metrics.adjusted_mutual_info_score(truth, clusters),
+        "ari": metrics.adjusted_rand_score(truth, clusters),
+        "purity": purity(truth, clusters),
+        "accuracy": matched_accuracy(truth, clusters),
+    }
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                   max_iter: int = 1000, seed: int = 0) -> float:
+    """Test accuracy of a multinomial logistic regression fit on standardised train features."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    probe.fit(train_x, train_y)
+    return float(probe.score(test_x, test_y))
+
+
+def semantic_targets(labels: pd.Series, factors: pd.DataFrame) -> dict[str, pd.Series]:
+    """{target name: class of each image (NaN where undefined)}: the label, when there is one, and each
+    factor, numeric ones binned into FACTOR_BINS equal-count bins."""
+    targets = {} if labels.isna().all() else {"label": labels}
+    for name in factors.columns:
+        values = factors[name]
+        if pd.api.types.is_numeric_dtype(values):
+            values = pd.qcut(values, FACTOR_BINS, labels=False, duplicates="drop")
+        if values.nunique() > 1:
+            targets[name] = values
+    return targets
+
+
+def cluster_score_table(clusters: np.ndarray, targets: dict[str, pd.Series]) -> pd.DataFrame:
+    """Long format: target, metric, value: each clustering score against each target, on the images
+    where the target is defined."""
+    rows = []
+    for name, values in targets.items():
+        defined = values.notna().to_numpy()
+        truth = pd.factorize(values[defined])[0]
+        for metric, value in cluster_scores(truth, clusters[defined]).items():
+            rows.append(dict(target=name, metric=metric, value=float(value)))
+    return pd.DataFrame(rows, columns=["target", "metric", "value"])

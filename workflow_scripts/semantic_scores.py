@@ -1,0 +1,31 @@
+"""Adapter for rule `semantic_scores`: cluster scores of every k-means run and the probe accuracies, in one
+tidy table (representation, σ, method, k, target, metric, value) and one figure."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from semcore import figures, scores
+from semcore.features import parse
+from semcore.shards import factor_table, write_parquet
+
+sys.stderr = open(snakemake.log[0], "w")
+factors = factor_table(pd.read_parquet(snakemake.input.manifest))
+
+frames = []
+for path in snakemake.input.assignments:  # …/clusters/<features>/k<k>/assignments.parquet
+    features, k = Path(path).parts[-3], int(Path(path).parts[-2][1:])
+    assignments = pd.read_parquet(path)
+    targets = scores.semantic_targets(assignments.label, factors.reindex(assignments.key.to_numpy()))
+    frames.append(scores.cluster_score_table(assignments.cluster.to_numpy(), targets)
+                  .assign(features=features, method="k-means", k=k))
+frames += [pd.read_parquet(path).assign(method="linear probe", k=None) for path in snakemake.input.probes]
+table = pd.concat(frames, ignore_index=True)
+parsed = table.features.map(parse)
+table.insert(1, "representation", parsed.str[0])
+table.insert(2, "sigma", parsed.str[1].astype(float))
+table = table[["features", "representation", "sigma", "method", "k", "target", "metric", "value"]].astype({"k": "Int64"})
+write_parquet(table, snakemake.output.table)
+figures.semantic_scores(table, snakemake.output.figure)
+print(table.set_index(["method", "k", "target", "metric", "features"]).value.unstack().to_string(float_format="%.3f"),
+      file=sys.stderr)
