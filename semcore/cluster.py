@@ -42,9 +42,14 @@ def _row_chunks(n: int, k: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, n, step)]
 
 
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """‖x_i‖² of each row, without an n × d temporary (the data may fill most of the memory)."""
+    return torch.linalg.vector_norm(x, dim=1).square_()
+
+
 def squared_distances(x: torch.Tensor, centers: torch.Tensor, x_norms: torch.Tensor | None = None) -> torch.Tensor:
     """[n, k] squared Euclidean distances, clamped at 0 (the expansion can round below it)."""
-    x_norms = (x * x).sum(1) if x_norms is None else x_norms
+    x_norms = squared_norms(x) if x_norms is None else x_norms
     d2 = torch.addmm(x_norms[:, None], x, centers.T, alpha=-2).add_((centers * centers).sum(1))
     return d2.clamp_(min=0)
 
@@ -105,8 +110,8 @@ def kmeans(data: np.ndarray | torch.Tensor, k: int, *, n_init: int = 1, max_iter
     x = as_tensor(data, device)
     if not 1 <= k <= len(x):
         raise ValueError(f"k={k} must be between 1 and the number of points ({len(x)})")
-    x_norms = (x * x).sum(1)
-    threshold = tol * x.var(0).mean().item()
+    x_norms = squared_norms(x)
+    threshold = tol * (x_norms.mean() - x.mean(0).square().sum()).item() / x.shape[1]  # tol × mean variance
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sample, sample_norms = x, x_norms
     if points_per_centroid is not None and len(x) > points_per_centroid * k:

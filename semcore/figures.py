@@ -137,3 +137,22 @@ def semantic_scores(table: pd.DataFrame, path: str) -> None:
         ax.set(title=title, xlabel="", ylim=(0, 1))
     axes[-1].legend(fontsize=7, title="features", title_fontsize=7)
     _save(fig, path)
+
+
+def sample_phi_error(table: pd.DataFrame, path: str) -> None:
+    """Per target, the relative φ error of self-guided against unconditional samples; and the guided
+    samples' matching error along their σ schedule."""
+    fig, (ax_error, ax_schedule) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for offset, (method, rows) in zip((-0.15, 0.15), table.groupby("method", sort=False)):
+        ax_error.scatter(rows.target + offset, rows.phi_error, s=14, label=method)
+    ax_error.set(xlabel="target", ylabel="‖φ(x̂) − φ*‖ / ‖φ*‖", yscale="log",
+                 title=f"φ error at σ = {table.score_sigma.iloc[0]:g}")
+    ax_error.set_xticks(sorted(table.target.unique()))
+    ax_error.legend(fontsize=8)
+    guided = table[table.method == "self-guided"]
+    for sigma, error in zip(guided.schedule_sigma, guided.schedule_phi_error):
+        ax_schedule.plot(sigma, error, lw=0.8, alpha=0.6, color="tab:blue")
+    ax_schedule.set(xlabel="σ", ylabel="relative φ error after matching", yscale="log",
+                    title="self-guided: matching along the schedule")
+    ax_schedule.invert_xaxis()
+    _save(fig, path)

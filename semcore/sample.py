@@ -27,7 +27,6 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from semcore.figures import plt  # Agg backend
 from semcore.model import UNetFlex
 from semcore.phi import noise_averaged_means, read_phi
 from semcore.shards import images_by_key, png_bytes, read_batches, shard_paths
@@ -383,26 +382,6 @@ def draw(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tenso
         sigmas = np.linspace(schedule["sigma_max"], schedule["sigma_min"], schedule["steps"]).tolist()
         return fixed_schedule(model, target, rows, start, sigmas, Matching(**matching), generator)
     return ascent(model, rows, start, **ascent_options, generator=generator, target=target, matching=Matching(**matching))
-
-
-def phi_error_figure(table: pd.DataFrame, path: str) -> None:
-    """Per target, the relative φ error of self-guided against unconditional samples; and the guided
-    samples' matching error along their σ schedule."""
-    fig, (ax_error, ax_schedule) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for offset, (method, rows) in zip((-0.15, 0.15), table.groupby("method", sort=False)):
-        ax_error.scatter(rows.target + offset, rows.phi_error, s=14, label=method)
-    ax_error.set(xlabel="target", ylabel="‖φ(x̂) − φ*‖ / ‖φ*‖", yscale="log",
-                 title=f"φ error at σ = {table.score_sigma.iloc[0]:g}")
-    ax_error.set_xticks(sorted(table.target.unique()))
-    ax_error.legend(fontsize=8)
-    guided = table[table.method == "self-guided"]
-    for sigma, error in zip(guided.schedule_sigma, guided.schedule_phi_error):
-        ax_schedule.plot(sigma, error, lw=0.8, alpha=0.6, color="tab:blue")
-    ax_schedule.set(xlabel="σ", ylabel="relative φ error after matching", yscale="log",
-                    title="self-guided: matching along the schedule")
-    ax_schedule.invert_xaxis()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def decode_png(data: bytes) -> np.ndarray:

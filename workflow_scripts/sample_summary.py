@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from semcore import sample, shards
+from semcore import figures, sample, shards
 from semcore.tables import ParquetSink
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -15,7 +15,7 @@ arrow = pa.concat_tables([pq.read_table(path) for path in [*snakemake.input.guid
 with ParquetSink(snakemake.output.table, arrow.schema) as sink:
     sink.write(arrow)
 table = arrow.drop_columns(["phi"]).to_pandas()
-sample.phi_error_figure(table, snakemake.output.figure)
+figures.sample_phi_error(table, snakemake.output.figure)
 
 # Per target: the conditioner and its self-guided samples; below each sample its nearest training image in
 # φ space; then the unconditional samples scored against this target.
