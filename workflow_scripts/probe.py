@@ -11,7 +11,8 @@ sys.stderr = open(snakemake.log[0], "w")
 p = snakemake.params
 
 meta, x = read_features(snakemake.wildcards.features, snakemake.input.features, p.max_images)
-factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.key.to_numpy())
+# The label and the categorical factors: a probe per numeric factor's bins would cost more than it tells.
+factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.key.to_numpy()).select_dtypes(exclude="number")
 train = (meta.split == "train").to_numpy()
 rows = []
 for target, values in scores.semantic_targets(meta.label, factors).items():
