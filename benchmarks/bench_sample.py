@@ -8,6 +8,7 @@ Usage: python benchmarks/bench_sample.py [--steps 5] [--max-iter 10]
 """
 
 import argparse
+import logging
 import time
 from collections import Counter
 
@@ -72,6 +73,7 @@ def main():
     parser.add_argument("--max-iter", type=int, default=10, help="matching iterations per step, at most")
     parser.add_argument("--ascent-steps", type=int, default=40, help="ascent steps, at most")
     args = parser.parse_args()
+    logging.getLogger("semcore.sample").setLevel(logging.ERROR)  # the ascent is capped on purpose here
     torch.manual_seed(0)
     model = UNetFlex(MODEL).eval().to(memory_format=torch.channels_last)
     print(f"model {MODEL.channels}, {SIZE}x{SIZE}x3, {torch.get_num_threads()} threads; "

@@ -34,7 +34,7 @@ rule untrained_model:
     output:
         model=f"{RESULTS}/model/untrained.pt",
     params:
-        model=config["model"],
+        model=semcore_config.architecture(config),
         in_channels=config["data"]["channels"],
         seed=config["train"]["seed"],
     log:

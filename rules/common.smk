@@ -34,6 +34,17 @@ def source_files(wildcards):
     return []
 
 
+def pretrained_files(wildcards):
+    """The network `train` imports (model.pretrained), declared so that replacing it reruns what follows."""
+    pretrained = config["model"]["pretrained"]
+    if not pretrained:
+        return []
+    path = Path(pretrained["path"])
+    if path.is_file():
+        return [str(path)]
+    return [str(p) for p in (path / "model.pt", path / "exp_arguments.pkl") if p.is_file()]
+
+
 def factor_outputs(wildcards):
     """Channel ↔ factor selectivity needs ground-truth factors: only the synthetic scenes have them."""
     return rules.factors.output if SOURCE == "synthetic" else []

@@ -3,6 +3,7 @@
 # scored against the same targets, are the baseline. Both read the training set's φ for nearest neighbours.
 
 SAMPLE = config["sample"]
+UNCONDITIONAL_START, UNCONDITIONAL_ASCENT = semcore_config.unconditional_sampler(SAMPLE)
 
 
 def sample_batches():
@@ -47,8 +48,9 @@ rule sample:
         top_k=SAMPLE["top_k"],
         n_noise=SAMPLE["n_noise"],
         seed=SAMPLE["seed"],
+        start=SAMPLE["start"],
         schedule=SAMPLE["schedule"] if SAMPLE["algorithm"] == "fixed" else None,
-        ascent=SAMPLE["ascent"] if SAMPLE["algorithm"] == "adaptive" else None,
+        ascent=semcore_config.resolved_ascent(SAMPLE["ascent"]) if SAMPLE["algorithm"] == "adaptive" else None,
         matching=SAMPLE["matching"],
         score_sigma=score_sigma(),
         phi_sigmas=config["phi"]["sigmas"],
@@ -75,8 +77,9 @@ use rule sample as sample_unconditional with:
     params:
         guided=False,
         algorithm="ascent",
+        start=UNCONDITIONAL_START,
         schedule=None,
-        ascent=SAMPLE["ascent"],
+        ascent=UNCONDITIONAL_ASCENT,
         matching=None,
     log:
         f"{RESULTS}/logs/sample/unconditional-{{batch}}.log",

@@ -3,11 +3,14 @@
 # On CUDA it trains with one torch DDP process per GPU of the job: `gpu` below, raised by a cluster
 # profile (set-resources: train: gpu: 4) or `--set-resources train:gpu=4`. train.batch_size stays the
 # global batch; train.processes, when set, fixes the process count instead (gloo on a CPU).
+# With model.pretrained, `train` imports that network instead (this package's format or the authors').
 
 
 rule train:
     input:
         shards=rules.shard.output.shards,
+        manifest=rules.shard.output.manifest,
+        pretrained=pretrained_files,
         code=script_code("train"),
     output:
         model=f"{RESULTS}/model/model.pt",
@@ -17,7 +20,8 @@ rule train:
             category="Training",
         ),
     params:
-        model=config["model"],
+        model=semcore_config.architecture(config),
+        pretrained=config["model"]["pretrained"],
         train=config["train"],
         in_channels=config["data"]["channels"],
         device=config["device"],

@@ -7,10 +7,14 @@ names the offending key. The settings of the model and of training live here as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import pickle
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 NORMS = ("layer", "batch", "none")
+LOSS_WEIGHTINGS = ("none", "inv_sigma_squared")
+DEFAULT_STEPS, DEFAULT_HALVE_EVERY = 3000, 1000
 
 
 @dataclass
@@ -23,6 +27,9 @@ class UNetConfig:
     norm: str = "layer"  # layer: std over (C, H, W) per image; batch: std over (N, H, W) per channel; none
     bias: bool = True  # convs' bias; without it a layer-normed net is blind to the input's scale
     kernel_size: int = 3
+    # Bias on the 2×2 transposed convs into D2…Dn (never into D1): the authors' models built
+    # before their `upsample_with_bias` switch have it.
+    upsample_bias: bool = False
 
     def __post_init__(self):
         n = self.num_blocks
@@ -54,14 +61,16 @@ class UNetConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 3000
+    steps: int | None = None  # training length in optimiser steps, or
+    epochs: float | None = None  # in passes over the training images; neither: DEFAULT_STEPS
     batch_size: int = 64
     lr: float = 1e-3
-    lr_halve_every: int = 1000  # steps between halvings of the learning rate
+    lr_halve_every: int | None = None  # steps between halvings of the learning rate, or
+    lr_halve_every_epochs: float | None = None  # epochs between them; neither: DEFAULT_HALVE_EVERY steps
     sigma_min: float = 0.0  # noise levels, pixels in [0, 1]
     sigma_max: float = 0.5
     sigma_distribution: str = "quadratic"  # quadratic: √σ uniform (more small σ); uniform
-    loss_weighting: str = "none"  # none; inv_sigma: each image's loss divided by its σ
+    loss_weighting: str = "none"  # none: Σ(x̂ − x)² per image; inv_sigma_squared: Σ((x̂ − x)/σ)²
     log_every: int = 25
     eval_every: int = 500
     eval_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
@@ -73,22 +82,54 @@ class TrainConfig:
     processes: int | None = None  # DDP processes on this node; None: one per GPU of the job on CUDA, else 1
 
     def __post_init__(self):
+        for steps, epochs in (("steps", "epochs"), ("lr_halve_every", "lr_halve_every_epochs")):
+            if getattr(self, steps) is not None and getattr(self, epochs) is not None:
+                raise ValueError(f"train.{steps}, train.{epochs}: give one or the other, not both")
+        if self.steps is None and self.epochs is None:
+            self.steps = DEFAULT_STEPS
+        if self.lr_halve_every is None and self.lr_halve_every_epochs is None:
+            self.lr_halve_every = DEFAULT_HALVE_EVERY
         if self.sigma_distribution not in ("quadratic", "uniform"):
             raise ValueError(f"train.sigma_distribution: {self.sigma_distribution!r} is not quadratic or uniform")
-        if self.loss_weighting not in ("none", "inv_sigma"):
-            raise ValueError(f"train.loss_weighting: {self.loss_weighting!r} is not none or inv_sigma")
-        if self.loss_weighting == "inv_sigma" and self.sigma_min <= 0:
-            raise ValueError("train.sigma_min: must be > 0 with loss_weighting inv_sigma (1/σ weights)")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"train.loss_weighting: {self.loss_weighting!r} is not one of {LOSS_WEIGHTINGS}")
+        if self.loss_weighting == "inv_sigma_squared" and self.sigma_min <= 0:
+            raise ValueError("train.sigma_min: must be > 0 with loss_weighting inv_sigma_squared (1/σ² weights)")
         if not 0 <= self.sigma_min <= self.sigma_max:
             raise ValueError("train.sigma_min, sigma_max: need 0 ≤ sigma_min ≤ sigma_max")
+
+    def steps_per_epoch(self, train_images: int) -> int:
+        """Optimiser steps in one pass over the training images: the authors' DataLoader keeps the last,
+        partial batch."""
+        return math.ceil(train_images / self.batch_size)
+
+    def in_steps(self, train_images: int) -> TrainConfig:
+        """The same schedule with its length and lr halvings in optimiser steps (epochs converted)."""
+        per_epoch = self.steps_per_epoch(train_images)
+        steps = self.steps if self.epochs is None else math.ceil(self.epochs * per_epoch)
+        halve_every = (self.lr_halve_every if self.lr_halve_every_epochs is None
+                       else max(1, round(self.lr_halve_every_epochs * per_epoch)))
+        return replace(self, steps=steps, epochs=None, lr_halve_every=halve_every, lr_halve_every_epochs=None)
 
 
 class ConfigError(ValueError):
     pass
 
 
+def architecture(config: dict) -> dict:
+    """The model section less `pretrained`: UNetConfig's arguments."""
+    return {key: value for key, value in config["model"].items() if key != "pretrained"}
+
+
 def model_config(config: dict) -> UNetConfig:
-    return UNetConfig(in_channels=config["data"]["channels"], **config["model"])
+    return UNetConfig(in_channels=config["data"]["channels"], **architecture(config))
+
+
+def architecture_differences(configured: UNetConfig, found: UNetConfig) -> list[str]:
+    """`key: configured …, found …` for each setting in which two architectures differ, named as in the config."""
+    names = {"in_channels": "data.channels"}
+    return [f"{names.get(key, 'model.' + key)}: configured {value!r}, found {getattr(found, key)!r}"
+            for key, value in vars(configured).items() if getattr(found, key) != value]
 
 
 def train_config(config: dict) -> TrainConfig:
@@ -97,6 +138,26 @@ def train_config(config: dict) -> TrainConfig:
 
 def min_size(data: dict) -> int:
     return data["min_size"] or data["size"]
+
+
+def check_pretrained(pretrained: dict, model: UNetConfig) -> None:
+    """The network to import exists and, where the authors' arguments file tells its architecture, is the
+    configured one (checked again on its weights when it is imported)."""
+    path = Path(pretrained["path"])
+    if not path.exists():
+        raise ConfigError(f"model.pretrained.path: {path} not found")
+    arguments = (path if path.is_dir() else path.parent) / "exp_arguments.pkl"
+    if pretrained["format"] == "authors" and arguments.is_file():
+        from semcore import authors  # only here: planning a workflow without it imports no torch
+
+        try:
+            found = authors.config_from_arguments(authors.read_arguments(arguments))
+        except (ValueError, pickle.UnpicklingError) as error:
+            raise ConfigError(f"model.pretrained.path: {error}") from None
+        differences = architecture_differences(model, found)
+        if differences:
+            raise ConfigError(f"model.pretrained.path: {arguments} describes another architecture than the "
+                              f"model section ({'; '.join(differences)}): make the config describe it")
 
 
 def check(config: dict) -> None:
@@ -110,6 +171,8 @@ def check(config: dict) -> None:
     if data["size"] % 2**model.num_blocks:
         raise ConfigError(f"data.size: {data['size']} must be divisible by 2^{model.num_blocks} "
                           f"(the UNet pools {model.num_blocks} times)")
+    if config["model"]["pretrained"]:
+        check_pretrained(config["model"]["pretrained"], model)
     options = data[data["source"]]
     if data["source"] == "folder" and not (options.get("path") and Path(options["path"]).is_dir()):
         raise ConfigError(f"data.folder.path: {options.get('path')!r} is not a directory")
@@ -126,3 +189,65 @@ def check(config: dict) -> None:
         raise ConfigError(f"cluster.sigmas: {missing} not in phi.sigmas {config['phi']['sigmas']}")
     if data["source"] == "patches" and options["crop_min"] > options["crop_max"]:
         raise ConfigError("data.patches.crop_min: must be ≤ crop_max")
+    check_sampling(config)
+
+
+# Sampling. With max_steps null a sample whose σ estimate never falls below sigma_final (a denoiser that
+# misjudges its noise) still stops: after this many times the designed step count.
+STEP_CAP_FACTOR = 3
+
+# The authors' unconditional baseline (22_representation_in_UNet_denoiser, generate_samples_unconditional.py).
+AUTHORS_UNCONDITIONAL = dict(sigma_0=3.0, sigma_final=0.04, h0=0.01, beta=0.05, h_schedule=False, max_steps=20000,
+                             start="grey")
+
+
+def step_size(h0: float, t: int, schedule: bool) -> float:
+    """The ascent's step t: h0 (the authors' default), or h_t = h0·t / (1 + h0·(t − 1)), small while σ is
+    large and → 1 as the image emerges."""
+    return h0 * t / (1 + h0 * (t - 1)) if schedule else h0
+
+
+def designed_steps(ascent: dict) -> int:
+    """Score steps the ascent takes by design: step t sees σ_t = σ_0 Π_{s<t} (1 − β h_s) (each step is
+    designed to leave (1 − β h_s) of its noise), and the first with σ_t < sigma_final is the last."""
+    sigma_0, sigma_final, h0, beta = (ascent[key] for key in ("sigma_0", "sigma_final", "h0", "beta"))
+    if not ascent["h_schedule"]:  # σ_0 (1 − β h0)^(t − 1) < sigma_final, solved for t (tens of thousands)
+        return max(1, math.floor(math.log(sigma_final / sigma_0) / math.log1p(-beta * h0)) + 2)
+    t, sigma = 1, sigma_0
+    while sigma >= sigma_final:
+        sigma *= 1 - beta * step_size(h0, t, True)
+        t += 1
+    return t
+
+
+def resolved_ascent(ascent: dict) -> dict:
+    """Ascent settings with max_steps null replaced by its cap, STEP_CAP_FACTOR × the designed count."""
+    return {**ascent, "max_steps": ascent["max_steps"] or STEP_CAP_FACTOR * designed_steps(ascent)}
+
+
+def unconditional_sampler(sample: dict) -> tuple[str, dict]:
+    """sample.unconditional resolved: (its start, its ascent settings). A preset name, or an object whose
+    missing keys come from the authors' preset."""
+    chosen = sample["unconditional"]
+    if chosen == "ascent":
+        settings = {**sample["ascent"], "start": sample["start"]}
+    else:
+        settings = {**AUTHORS_UNCONDITIONAL, **(chosen if isinstance(chosen, dict) else {})}
+    start = settings.pop("start")
+    return start, resolved_ascent(settings)
+
+
+def check_sampling(config: dict) -> None:
+    """Refuse a max_steps that would stop an ascent before its designed end at sigma_final."""
+    sample = config["sample"]
+    chosen = sample["unconditional"]
+    unconditional_key = "sample.unconditional.max_steps" if isinstance(chosen, dict) else f"sample.unconditional ({chosen})"
+    for key, ascent in (("sample.ascent.max_steps", resolved_ascent(sample["ascent"])),
+                        (unconditional_key, unconditional_sampler(sample)[1])):
+        designed = designed_steps(ascent)
+        if ascent["max_steps"] < designed:
+            schedule = "growing h_t" if ascent["h_schedule"] else "fixed h"
+            raise ConfigError(f"{key}: {ascent['max_steps']} steps stop the ascent before σ reaches sigma_final: "
+                              f"σ {ascent['sigma_0']} → {ascent['sigma_final']} at h0 {ascent['h0']} ({schedule}), "
+                              f"β {ascent['beta']} takes {designed} steps by design; raise it, or give null "
+                              f"(a cap of {STEP_CAP_FACTOR}× the design)")

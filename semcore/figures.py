@@ -10,11 +10,18 @@ import pandas as pd  # noqa: E402
 
 
 def training_curve(log: pd.DataFrame, path: str) -> None:
-    """Loss against step, and test PSNR of the denoised against the noisy input at each eval σ."""
+    """Loss against step, and test PSNR of the denoised against the noisy input at each eval σ (an imported
+    network has no loss: its panel says so)."""
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     steps = log[log.kind == "train"]
-    ax_loss.plot(steps.step, steps.loss, lw=1)
-    ax_loss.set(xlabel="step", ylabel="loss (Σ squared error per image)", yscale="log", title="training loss")
+    if len(steps):
+        ax_loss.plot(steps.step, steps.loss, lw=1)
+        ax_loss.set(yscale="log")
+    else:
+        imported = log[log.kind == "import"].iloc[0]
+        ax_loss.text(0.5, 0.5, f"imported ({imported.format} format),\nnot trained here", ha="center", va="center",
+                     transform=ax_loss.transAxes)
+    ax_loss.set(xlabel="step", ylabel="loss (Σ squared error per image)", title="training loss")
     evals = log[log.kind == "eval"]
     for (sigma, rows), colour in zip(evals.groupby("sigma"), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         ax_psnr.plot(rows.step, rows.psnr_denoised, "o-", color=colour, label=f"denoised, σ={sigma:g}")

@@ -5,6 +5,9 @@ decoder blocks Dn…D1 (2× transposed-conv upsampling, concatenated skip, convs
 output conv and returns x̂ directly. Each conv is followed by the norm and a ReLU, except the very
 first conv (no norm) and the output conv. The norms divide by a standard deviation and never
 subtract a mean, as in the authors' code. Blocks are named as in the paper's figure 1.
+
+The authors' trained denoisers load with `UNetFlex.from_authors("denoisers/UNet_flex/imagenet/0to255_…/")`
+(see semcore.authors for their file format); `save_authors` writes a model in that format.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from semcore import authors  # the authors' file format; imports this module only inside its functions
 from semcore.config import UNetConfig  # plain data, beside the other settings: planning needs no torch
 
 class StdNorm(nn.Module):
@@ -51,7 +55,8 @@ class UNetFlex(nn.Module):
         self.pool = nn.AvgPool2d(2)
         self.middle = self._convs(ch[n - 1], ch[n], c.mid_convs)
         self.upsample = nn.ModuleList(
-            nn.ConvTranspose2d(ch[b + 1], ch[b], kernel_size=2, stride=2, bias=False) for b in range(n))  # as the authors
+            nn.ConvTranspose2d(ch[b + 1], ch[b], kernel_size=2, stride=2, bias=c.upsample_bias and b > 0)
+            for b in range(n))  # as the authors: never a bias into D1
         self.decoder = nn.ModuleList(
             self._convs(2 * ch[b], ch[b], c.dec_convs[b] - (b == 0)) for b in range(n))
         self.output = nn.Conv2d(ch[0], c.in_channels, c.kernel_size, padding=c.kernel_size // 2, bias=c.bias)
@@ -107,6 +112,19 @@ class UNetFlex(nn.Module):
         model = cls(UNetConfig(**saved["config"]))
         model.load_state_dict(saved["state_dict"])
         return model
+
+    @classmethod
+    def from_authors(cls, path: str | os.PathLike, map_location="cpu") -> "UNetFlex":
+        """The authors' trained UNet_flex: their folder (model.pt, exp_arguments.pkl) or its model.pt; in eval
+        mode, as their loader returns it (a BatchNorm model then divides by its running std)."""
+        config, state = authors.load(path, map_location=map_location)
+        model = cls(config)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def save_authors(self, folder: str | os.PathLike) -> None:
+        """Write folder/model.pt and folder/exp_arguments.pkl as the authors' code saves them."""
+        authors.save(self, folder)
 
 
 def initial_model(config: UNetConfig, seed: int) -> UNetFlex:

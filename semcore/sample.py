@@ -5,10 +5,13 @@ Three samplers, batched over rows (targets × samples per target), each row stop
 - `ascent`: stochastic coarse-to-fine gradient ascent (Kadkhodaie & Simoncelli 2021). f(y) = y − x̂(y),
   σ_t = ‖f(y_t)‖/√N, y_{t+1} = y_t − h_t f(y_t) + γ_t z, until σ_t < σ_final. Without a target it is the
   unconditional sampler; with one it is the adaptive self-guided sampler (a matching step before each
-  score step, φ* at the current σ).
+  score step, φ* at the σ the previous step was designed to leave). A row the step cap stops before
+  σ_final is flagged.
 - `fixed_schedule`: σ_k from σ_max to σ_min; y = x + σ_k z; matching step; x ← x̂(y) (the paper's figures).
 - `match_phi`: the matching step: Adam on the pixels of y (network frozen) minimising
   mean_c (ā_mid(y) − φ*)², until the loss is below `tol` × its start or `max_iter` steps.
+
+Every row draws its own φ* (its own noise on the conditioner), as in the authors' code.
 
 Every network call is counted in a `Counter` keyed by (kind, batch size), so that a benchmark can time
 the same calls alone.
@@ -17,6 +20,7 @@ the same calls alone.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,10 +31,13 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from semcore.config import step_size
 from semcore.model import UNetFlex
 from semcore.phi import noise_averaged_means, read_phi
 from semcore.shards import images_by_key, png_bytes, read_batches, shard_paths
 from semcore.tables import vectors
+
+log = logging.getLogger(__name__)
 
 # Adam's constants (torch's defaults; the authors use torch.optim.Adam).
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
@@ -40,6 +47,8 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 # on one fixed ladder, ceil((4/3)^k) (…, 10, 14, 18, 24, 32, 43, …), that holds its running rows, padded
 # with finished ones: a run meets few distinct shapes and computes at most ~a third more rows than needed.
 SHRINK = 0.75
+
+GREY = 0.45  # the authors' flat grey start of unconditional samples
 
 
 def _shrunk(running: torch.Tensor) -> torch.Tensor | None:
@@ -171,6 +180,7 @@ class Samples:
     matching_steps: torch.Tensor  # Adam steps per row, summed over the schedule
     sigma: np.ndarray  # [R, S] σ at each step (NaN once a row has stopped)
     phi_error: np.ndarray  # [R, S] relative φ error after each matching step (NaN without a target)
+    reached: torch.Tensor  # per row: its σ fell to the sampler's final σ (False: stopped by the step cap)
     calls: Counter = field(default_factory=Counter)
 
 
@@ -178,13 +188,12 @@ class Samples:
 def fixed_schedule(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tensor, sigmas: list[float],
                    matching: Matching, generator: torch.Generator) -> Samples:
     """Self-guided sampling on a fixed σ schedule: rows[i] is the target of row i; start [C, H, W] the
-    initial image (the data mean)."""
+    initial image; each row draws its own φ* at every σ."""
     calls = Counter()
     x = start.expand(len(rows), *start.shape).contiguous(memory_format=torch.channels_last)
-    targets = torch.arange(len(target), device=x.device)
     errors, matching_steps = [], torch.zeros(len(rows), dtype=torch.long, device=x.device)
     for sigma in sigmas:
-        goal = target.phi(model, targets, torch.full((len(target),), sigma, device=x.device), generator, calls)[rows]
+        goal = target.phi(model, rows, torch.full((len(rows),), sigma, device=x.device), generator, calls)
         y = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
         y, error, steps = match_phi(model, y, goal, matching, calls)
         errors.append(error)
@@ -193,12 +202,8 @@ def fixed_schedule(model: UNetFlex, target: Target, rows: torch.Tensor, start: t
         calls["denoise", len(y)] += 1
     return Samples(images=x.clamp(0, 1), steps=torch.full_like(matching_steps, len(sigmas)), matching_steps=matching_steps,
                    sigma=np.tile(np.asarray(sigmas, dtype=np.float64), (len(rows), 1)),
-                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), calls=calls)
-
-
-def step_size(h0: float, t: int, schedule: bool) -> float:
-    """h_t = h0·t / (1 + h0·(t − 1)): small steps while σ is large, → 1 as the image emerges; or h0."""
-    return h0 * t / (1 + h0 * (t - 1)) if schedule else h0
+                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(),
+                   reached=torch.ones(len(rows), dtype=torch.bool, device=x.device), calls=calls)
 
 
 @torch.no_grad()
@@ -206,10 +211,12 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
            h0: float, beta: float, h_schedule: bool, max_steps: int, generator: torch.Generator,
            target: Target | None = None, matching: Matching | None = None) -> Samples:
     """Stochastic coarse-to-fine ascent from start + σ_0 z; with a target, the adaptive self-guided
-    sampler. A row stops once its σ_t < sigma_final (or after max_steps) and returns x̂(y_t).
+    sampler. A row stops once its σ_t < sigma_final and returns x̂(y_t); one still above after max_steps
+    stops there too, flagged (Samples.reached) and logged.
 
     The matching step's φ* is taken at the σ this step is expected to see: σ_0 first, then
-    (1 − β h_t) σ_t, the noise level the ascent step is designed to leave (saves a network call).
+    (1 − β h_t) σ_t, the noise level the ascent step is designed to leave (the authors re-estimate σ
+    after the step with a second network call).
     """
     calls = Counter()
     n = start.numel()
@@ -250,19 +257,28 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
         keep = _shrunk(running)
         if keep is not None:
             batch, running = batch[keep], running[keep]
+    reached = torch.ones(len(rows), dtype=torch.bool, device=y.device)
+    reached[batch[running]] = False
+    if not reached.all():
+        log.warning("%d of %d samples stopped by max_steps %d before σ fell below sigma_final %g (last σ up to %.3g)",
+                    int((~reached).sum()), len(rows), max_steps, sigma_final, sigmas[-1][~reached].max())
     return Samples(images=images.clamp(0, 1), steps=steps, matching_steps=matching_steps,
                    sigma=torch.stack(sigmas, dim=1).cpu().double().numpy(),
-                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), calls=calls)
+                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), reached=reached, calls=calls)
 
 
-def mean_image(paths: list[str], limit: int = 10_000) -> torch.Tensor:
-    """The pixel-wise mean [C, H, W] in [0, 1] of the first `limit` images of the shards: the samplers'
-    starting point (a mean converges long before a large data set is read whole)."""
+def start_image(paths: list[str], kind: str, limit: int = 10_000) -> torch.Tensor:
+    """The samplers' starting image [C, H, W] in [0, 1] from the first `limit` images of the shards (a mean
+    converges long before a large data set is read whole): `mean_image`, their pixel-wise mean;
+    `mean_colour`, a flat image of their per-channel mean colour (the authors'); `grey`, flat GREY."""
     total, count = None, 0
-    for _, images in read_batches(paths, 512, limit=limit):
+    for _, images in read_batches(paths, 512, limit=1 if kind == "grey" else limit):  # grey: the shape only
         batch = images.double().sum(dim=0)
         total, count = (batch if total is None else total + batch), count + len(images)
-    return (total / count / 255).float()
+    mean = (total / count / 255).float()
+    if kind == "mean_colour":
+        return mean.mean(dim=(1, 2), keepdim=True).expand_as(mean).clone()
+    return torch.full_like(mean, GREY) if kind == "grey" else mean
 
 
 def pairwise_rmse(images: torch.Tensor) -> torch.Tensor:
@@ -313,7 +329,7 @@ def score(model: UNetFlex, samples: Samples, target: Target, rows: torch.Tensor,
         diversity=diversity.cpu().numpy(), score_sigma=sigma,
         nn_key=nn_keys, nn_phi_distance=nn_distance.numpy(), nn_sigma=train_sigma,
         steps=samples.steps.cpu().numpy(), matching_steps=samples.matching_steps.cpu().numpy(),
-        final_sigma=[s[~np.isnan(s)][-1] for s in samples.sigma],
+        reached_sigma_final=samples.reached.cpu().numpy(), final_sigma=[s[~np.isnan(s)][-1] for s in samples.sigma],
         schedule_sigma=[s[~np.isnan(s)] for s in samples.sigma],
         schedule_phi_error=[e[~np.isnan(s)] for s, e in zip(samples.sigma, samples.phi_error)],
     ))

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from semcore import shards
-from semcore.config import TrainConfig, UNetConfig
+from semcore.config import TrainConfig, UNetConfig, architecture_differences
 from semcore.model import UNetFlex, receptive_fields
 from semcore.runtime import as_model_input, resolve_device, tune_allocator
 
@@ -50,12 +50,19 @@ def sample_sigmas(n: int, config: TrainConfig, generator=None, device="cpu") -> 
 
 
 def denoising_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, weighting: str) -> torch.Tensor:
-    """Σ_pixels (x̂(x + σz) − x)² per image, averaged over the batch (optionally weighted by 1/σ)."""
+    """Σ_pixels (x̂(x + σz) − x)² per image, averaged over the batch; with weighting inv_sigma_squared,
+    Σ_pixels ((x̂ − x)/σ)², the authors' weighted loss (a 1/σ² weight per image)."""
     noisy = x + sigmas.view(-1, 1, 1, 1) * torch.randn_like(x)
     per_image = (model(noisy) - x).pow(2).sum(dim=(1, 2, 3))
-    if weighting == "inv_sigma":
-        per_image = per_image / sigmas
+    if weighting == "inv_sigma_squared":
+        per_image = per_image / sigmas.square()
     return per_image.mean()
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The lr of optimiser step `step` (0-based): halved every lr_halve_every steps, as the authors halve it
+    at the start of every lr_freq-th epoch."""
+    return config.lr * 0.5 ** (step // config.lr_halve_every)
 
 
 @torch.no_grad()
@@ -131,6 +138,8 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     master = rank == 0
+    if config.epochs is not None or config.lr_halve_every_epochs is not None:
+        raise ValueError("train: the schedule must be in steps here; convert epochs with TrainConfig.in_steps")
     if config.batch_size % world:
         raise ValueError(f"train.batch_size: {config.batch_size} (the global batch) does not split evenly "
                          f"between {world} processes")
@@ -150,7 +159,7 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
 
     model = UNetFlex(model_config).to(device, memory_format=torch.channels_last)  # faster convs on CPU and GPU
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every, gamma=0.5)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(config, step) / config.lr)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("UNetFlex %s: %.2fM parameters, receptive fields %s, device %s, %d process(es)",
              model_config.channels, n_params / 1e6, receptive_fields(model_config), device, world)
@@ -231,6 +240,36 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     if master:
         run_log.close()
         model.save_pretrained(model_path)
+    return table
+
+
+def import_pretrained(model_config: UNetConfig, config: TrainConfig, path: str | Path, format: str,
+                      shard_dir: str | Path, run_dir: str | Path, model_path: str | Path) -> list[dict]:
+    """A trained network in place of training: read in this package's format or the authors', checked
+    against the configured architecture, evaluated on the test split as a trained one is, saved as the
+    model. Returns its PSNR table."""
+    model = UNetFlex.from_authors(path) if format == "authors" else UNetFlex.from_pretrained(path)
+    differences = architecture_differences(model_config, model.config)
+    if differences:
+        raise ValueError(f"model.pretrained.path: {path} is not the architecture the model section describes "
+                         f"({'; '.join(differences)}): make the config describe it")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    model.to(device).eval()
+    (run_dir / "options.json").write_text(json.dumps(dict(model=asdict(model_config), pretrained=dict(
+        path=str(path), format=format, sha256=weights_digest(model))), indent=2))
+    log.info("imported %s (%s format): %.2fM parameters, device %s", path, format,
+             sum(p.numel() for p in model.parameters()) / 1e6, device)
+    run_log = RunLog(run_dir / "log.jsonl", resume_step=None)
+    run_log.write(kind="import", step=0, path=str(path), format=format)
+    images = as_model_input(shards.first_images(shard_dir, "test", config.eval_images), device)
+    table = psnr_table(model, images, config.eval_sigmas, config.seed)
+    for row in table:
+        run_log.write(kind="eval", step=0, **row)
+        log.info("σ=%.2f  PSNR noisy %.2f dB → denoised %.2f dB", row["sigma"], row["psnr_noisy"], row["psnr_denoised"])
+    run_log.close()
+    model.cpu().save_pretrained(model_path)
     return table
 
 

@@ -23,7 +23,8 @@ TINY_CONFIG = {
                 "neighbours": 3, "probe_max_iter": 200},
     "sample": {"targets": 3, "samples_per_target": 2, "targets_per_job": 2, "n_noise": 2,
                "schedule": {"sigma_max": 0.5, "sigma_min": 0.08, "steps": 3}, "matching": {"max_iter": 3},
-               "ascent": {"sigma_0": 0.5, "sigma_final": 0.1, "h0": 0.3, "beta": 0.5, "max_steps": 20}},
+               "ascent": {"sigma_0": 0.5, "sigma_final": 0.1, "h0": 0.3, "beta": 0.5, "max_steps": 20},
+               "unconditional": "ascent"},
 }
 
 

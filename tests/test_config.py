@@ -35,7 +35,10 @@ def test_the_paper_configuration_builds_the_authors_model():
 @pytest.mark.parametrize("edit, key", [
     (lambda c: c["data"].update(size=18), "data.size"),
     (lambda c: c["data"].update(source="folder", folder={"path": "/nonexistent"}), "data.folder.path"),
-    (lambda c: c["train"].update(loss_weighting="inv_sigma", sigma_min=0.0), "train.sigma_min"),
+    (lambda c: c["train"].update(loss_weighting="inv_sigma_squared", sigma_min=0.0), "train.sigma_min"),
+    (lambda c: c["train"].update(epochs=10), "train.steps, train.epochs"),
+    (lambda c: c["train"].update(lr_halve_every=5, lr_halve_every_epochs=1), "train.lr_halve_every, train.lr_halve_every_epochs"),
+    (lambda c: c["model"].update(pretrained={"path": "/nonexistent/model.pt", "format": "semcore"}), "model.pretrained.path"),
     (lambda c: c["model"].update(enc_convs=[2, 2, 2]), "model.enc_convs"),
 ])
 def test_inconsistent_values_are_refused_naming_the_key(edit, key):

@@ -1,4 +1,6 @@
-"""Self-guided sampling on a tiny model (unit tests), and the sampling stage of the tiny workflow run."""
+"""Self-guided sampling on a tiny model (unit tests), its settings, and the sampling stage of the tiny
+workflow run."""
+import logging
 from collections import Counter
 
 import numpy as np
@@ -6,13 +8,17 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+import yaml
+from snakemake.utils import validate
 
-from semcore import sample
+from semcore import sample, shards
+from semcore.config import ConfigError, check, designed_steps, resolved_ascent, unconditional_sampler
 from semcore.model import UNetConfig, UNetFlex
 from semcore.phi import phi_schema
+from semcore.sources import synthetic
 from semcore.tables import ParquetSink, vectors
 
-from conftest import TINY_CONFIG, planned_jobs, write_config
+from conftest import REPO, TINY_CONFIG, planned_jobs, write_config
 
 T, S, N_NOISE = 2, 3, 2  # targets, samples per target, noise draws
 
@@ -64,7 +70,7 @@ def test_a_schedule_of_k_steps_makes_the_expected_network_calls(model, images):
     result = sample.fixed_schedule(model, target, rows(), start(), [0.5, 0.2, 0.05][:k],
                                    sample.Matching(tol=0.0, max_iter=max_iter), generator())
     r = T * S
-    assert result.calls == Counter({("phi", T * N_NOISE): k, ("phi_grad", r): k * (max_iter + 1),
+    assert result.calls == Counter({("phi", r * N_NOISE): k, ("phi_grad", r): k * (max_iter + 1),
                                     ("phi_grad_backward", r): k * max_iter, ("denoise", r): k})
     assert result.matching_steps.tolist() == [k * max_iter] * r
     assert result.phi_error.shape == (r, k) and np.isfinite(result.phi_error).all()
@@ -98,6 +104,107 @@ def test_ascent_stops_each_row_on_its_own(model):
     # A row computed after it stopped is waste, bounded: finished rows leave once a quarter has finished.
     computed = sum(result.calls[("denoise", b)] * b for b in range(1, 5))
     assert sum(stopped) <= computed <= sum(stopped) / sample.SHRINK
+
+
+def test_rows_stopped_by_the_step_cap_are_flagged_and_logged(model, caplog):
+    options = dict(sigma_0=0.3, sigma_final=0.25, h0=0.5, beta=0.5, h_schedule=False)
+    free = sample.ascent(model, torch.arange(4), start(), **options, max_steps=30, generator=generator())
+    cap = int(free.steps.min())  # the rows stopping later than the fastest one are stopped by this cap
+    assert free.reached.all() and (free.steps > cap).any()
+    with caplog.at_level(logging.WARNING, logger="semcore.sample"):
+        capped = sample.ascent(model, torch.arange(4), start(), **options, max_steps=cap, generator=generator())
+    assert capped.reached.tolist() == (free.steps == cap).tolist()  # the same trajectories up to the cap
+    assert f"{int((free.steps > cap).sum())} of 4 samples stopped by max_steps {cap}" in caplog.text
+
+
+def test_each_sample_draws_its_own_target_phi(model, images, monkeypatch):
+    # The goals the fixed schedule hands to the matching step: two samples of a conditioning image get
+    # independent noise on it (as in the authors' code); a φ vector target is the same for all its samples.
+    goals = []
+
+    def recording(model, y, target, *args, **kwargs):
+        goals.append(target)
+        return y, torch.zeros(len(y)), torch.zeros(len(y), dtype=torch.long)
+
+    monkeypatch.setattr(sample, "match_phi", recording)
+    for kind in (dict(images=images, n_noise=N_NOISE), dict(vectors=torch.rand(T, 32))):
+        goals.clear()
+        sample.fixed_schedule(model, sample.Target(**kind), rows(), start(), [0.5, 0.2], sample.Matching(), generator())
+        for goal in goals:
+            first, second = goal[rows() == 0][:2]
+            assert torch.equal(first, second) == ("vectors" in kind)
+
+
+def test_the_start_images_are_the_training_means_or_grey(tmp_path):
+    shards.write_shards(synthetic(30, 0, 16), tmp_path, source="synthetic", size=16, channels=3, min_size=16,
+                        test_fraction=0.2, seed=0, samples_per_shard=10)
+    paths = shards.shard_paths(tmp_path, "train")
+    pixels = torch.cat([images for _, images in shards.read_batches(paths, 8)]).double() / 255
+    colour = sample.start_image(paths, "mean_colour")
+    assert colour.shape == (3, 16, 16)
+    assert torch.allclose(colour, pixels.mean(dim=(0, 2, 3)).float().view(3, 1, 1).expand(3, 16, 16), atol=1e-6)
+    assert torch.allclose(sample.start_image(paths, "mean_image"), pixels.mean(dim=0).float(), atol=1e-6)
+    assert torch.equal(sample.start_image(paths, "grey"), torch.full((3, 16, 16), 0.45))
+
+
+def simulated_steps(sigma_0, sigma_final, h0, beta, h_schedule, limit=100_000) -> int:
+    """The first step t whose σ_t < sigma_final, with σ_1 = σ_0 and σ_{t+1} = (1 − β h_t) σ_t."""
+    t = np.arange(1, limit + 1)
+    h = h0 * t / (1 + h0 * (t - 1)) if h_schedule else np.full(limit, h0)
+    sigma = sigma_0 * np.concatenate([[1.0], np.cumprod(1 - beta * h)])
+    return int(np.argmax(sigma < sigma_final)) + 1
+
+
+@pytest.mark.parametrize("sigma_0, sigma_final, h0, beta, h_schedule, about", [
+    (1.0, 0.01, 0.01, 0.01, False, 46_000),  # the authors' function defaults: fixed h
+    (1.0, 0.01, 0.01, 0.01, True, 660),  # the same with the growing h_t
+    (3.0, 0.04, 0.01, 0.05, False, 8_600),  # the authors' unconditional run
+    (0.5, 0.1, 0.3, 0.5, False, 11),
+    (0.1, 0.2, 0.01, 0.01, False, 1),  # the first σ estimate is below already
+])
+def test_the_designed_step_count_follows_the_sigma_recursion(sigma_0, sigma_final, h0, beta, h_schedule, about):
+    ascent = dict(sigma_0=sigma_0, sigma_final=sigma_final, h0=h0, beta=beta, h_schedule=h_schedule)
+    steps = designed_steps(ascent)
+    assert steps == simulated_steps(sigma_0, sigma_final, h0, beta, h_schedule)
+    assert abs(steps - about) <= 0.01 * about + 1
+
+
+def sample_config(**sample_section) -> dict:
+    """The tiny workflow config with its sample section replaced, defaults filled by the schema."""
+    config = yaml.safe_load(yaml.safe_dump({**TINY_CONFIG, "sample": sample_section}))
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    return config
+
+
+def test_fixed_h_and_the_authors_presets_are_the_defaults():
+    config = sample_config()
+    ascent = config["sample"]["ascent"]
+    assert ascent["h_schedule"] is False and ascent["max_steps"] is None
+    assert config["sample"]["start"] == "mean_colour"
+    assert resolved_ascent(ascent)["max_steps"] == 3 * designed_steps(ascent)  # the safety cap
+    start, unconditional = unconditional_sampler(config["sample"])
+    assert start == "grey" and unconditional == dict(sigma_0=3.0, sigma_final=0.04, h0=0.01, beta=0.05,
+                                                     h_schedule=False, max_steps=20000)
+    check(config)
+
+
+def test_the_unconditional_settings_resolve_from_a_preset_or_an_object():
+    config = sample_config(unconditional="ascent", start="mean_image", ascent=dict(h_schedule=True, max_steps=900))
+    assert unconditional_sampler(config["sample"]) == ("mean_image", config["sample"]["ascent"])
+    config = sample_config(unconditional=dict(sigma_0=1.0, start="mean_colour"))
+    start, unconditional = unconditional_sampler(config["sample"])
+    assert start == "mean_colour" and unconditional["sigma_0"] == 1.0 and unconditional["max_steps"] == 20000
+
+
+@pytest.mark.parametrize("section, key, designed", [
+    (dict(ascent=dict(max_steps=40_000)), r"sample\.ascent\.max_steps", 46_051),
+    (dict(ascent=dict(h_schedule=True, max_steps=600)), r"sample\.ascent\.max_steps", 662),
+    (dict(unconditional=dict(max_steps=8000)), r"sample\.unconditional\.max_steps", 8_634),
+    (dict(unconditional="ascent", ascent=dict(h_schedule=True, max_steps=600)), r"sample\.ascent\.max_steps", 662),
+])
+def test_a_step_cap_below_the_designed_count_is_refused(section, key, designed):
+    with pytest.raises(ConfigError, match=f"{key}: .* takes {designed} steps by design"):
+        check(sample_config(**section))
 
 
 def test_top_k_keeps_the_largest_channels():
@@ -137,7 +244,7 @@ def test_scores_find_a_copy_and_measure_diversity(model, images, tmp_path):
     copies[S - 1] = 1 - copies[S - 1]  # one sample of target 0 differs
     result = sample.Samples(images=copies, steps=torch.ones(T * S, dtype=torch.long),
                             matching_steps=torch.zeros(T * S, dtype=torch.long), sigma=np.full((T * S, 1), 0.05),
-                            phi_error=np.zeros((T * S, 1)))
+                            phi_error=np.zeros((T * S, 1)), reached=torch.ones(T * S, dtype=torch.bool))
     table = sample.score(model, result, sample.Target(images=images, n_noise=N_NOISE), rows(), sigma=0.05,
                          generator=generator(), train_phi=[str(path)], train_sigma=0.0, train_n_noise=1)
     assert table.sample_id.tolist() == [0, 1, 2] * T
@@ -158,7 +265,9 @@ def test_the_workflow_samples_scores_and_draws_grids(finished_run):
     assert table.target.nunique() == 3 and table.key.str.startswith("synthetic_").all()
     assert np.isfinite(table.phi_error).all() and (table.phi_error > 0).all()
     guided = table[table.method == "self-guided"]
-    assert guided.schedule_sigma.map(len).eq(3).all() and guided.steps.eq(3).all()
+    assert guided.schedule_sigma.map(len).eq(3).all() and guided.steps.eq(3).all() and guided.reached_sigma_final.all()
+    unconditional = table[table.method == "unconditional"]  # the tiny config's ascent: σ 0.5 → 0.1, at most 20 steps
+    assert unconditional.reached_sigma_final.eq(unconditional.final_sigma < 0.1).all()
     assert table.nn_key.str.startswith("synthetic_").all() and table.nn_sigma.eq(0.1).all()
     assert sample.decode_png(table.png.iloc[0]).shape == (16, 16, 3)
     assert table.phi.map(len).eq(32).all()

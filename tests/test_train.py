@@ -6,11 +6,16 @@ import time
 
 import pytest
 import torch
+import yaml
+from snakemake.utils import validate
 
 from semcore import scenes, shards
 from semcore.model import UNetConfig, UNetFlex
 from semcore.sources import synthetic
-from semcore.train import TrainConfig, denoising_loss, launch, sample_sigmas, train, weights_digest
+from semcore.config import train_config
+from semcore.train import TrainConfig, denoising_loss, launch, learning_rate, sample_sigmas, train, weights_digest
+
+from conftest import REPO
 
 MODEL = UNetConfig(channels=[8, 16, 32])
 
@@ -143,3 +148,56 @@ def test_two_ddp_processes_train_one_model_and_resume(shard_dir, tmp_path):
     assert [r["step"] for r in records if r["kind"] == "resume"] == [10]
     assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]
     assert _checkpoint_step(run) == 20
+
+
+class Zero(torch.nn.Module):
+    def forward(self, y):
+        return torch.zeros_like(y)
+
+
+def test_the_weighted_loss_is_the_authors_one_over_sigma_squared():
+    # x̂ = 0 and x = 0.5: each image's 48 values miss by 0.5, Σ(x̂ − x)² = 12 whatever the noise.
+    x, sigmas = torch.full((2, 3, 4, 4), 0.5), torch.tensor([0.5, 0.25])
+    assert denoising_loss(Zero(), x, sigmas, "none").item() == pytest.approx(12)
+    # Σ((x̂ − x)/σ)² per image, averaged over the batch: (12 / 0.25 + 12 / 0.0625) / 2.
+    assert denoising_loss(Zero(), x, sigmas, "inv_sigma_squared").item() == pytest.approx(120)
+
+
+def test_epochs_convert_to_steps_with_the_number_of_training_images():
+    config = TrainConfig(epochs=2.5, lr_halve_every_epochs=1, batch_size=10)
+    assert config.steps_per_epoch(95) == 10  # the last, partial batch counts, as in the authors' loader
+    resolved = config.in_steps(95)
+    assert (resolved.steps, resolved.lr_halve_every, resolved.epochs, resolved.lr_halve_every_epochs) == (25, 10, None, None)
+    assert [learning_rate(resolved, step) for step in (0, 9, 10, 19, 20)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+    default = TrainConfig()
+    assert (default.steps, default.lr_halve_every) == (3000, 1000) and default.in_steps(95) == default
+    with pytest.raises(ValueError, match="train.steps, train.epochs"):
+        TrainConfig(steps=10, epochs=1)
+    with pytest.raises(ValueError, match="epochs with TrainConfig.in_steps"):
+        train(MODEL, config, "unused", "unused", "unused")
+
+
+def test_the_imagenet64_config_is_the_papers_recipe():
+    """Prints the σ quantiles and the lr at each 100-epoch mark (pytest -s shows them)."""
+    config = yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text())
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    train_images = round(1_281_167 * (1 - config["data"]["test_fraction"]))  # ImageNet64's train set, less the test split
+    recipe = train_config(config).in_steps(train_images)
+    assert (recipe.batch_size, recipe.lr, recipe.loss_weighting, recipe.sigma_distribution) == (512, 1e-3, "none", "quadratic")
+    per_epoch = recipe.steps_per_epoch(train_images)
+    assert recipe.steps == 1000 * per_epoch and recipe.lr_halve_every == 100 * per_epoch
+
+    sigmas = sample_sigmas(200_000, recipe, generator=torch.Generator().manual_seed(0))
+    levels = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
+    quantiles = torch.quantile(sigmas, torch.tensor(levels))
+    print(f"\nimagenet64: {train_images:,} training images, {per_epoch:,} steps per epoch, {recipe.steps:,} steps")
+    print("σ quantiles: " + ", ".join(f"{q:.0%} {v:.4f}" for q, v in zip(levels, quantiles.tolist())))
+    assert sigmas.max() <= 1 and sigmas.min() >= 0
+    assert quantiles[2].item() == pytest.approx(0.25 ** 2, abs=0.01)  # √σ uniform: the q-quantile is q²
+    assert quantiles[3].item() == pytest.approx(0.25, abs=0.01)
+    for epoch in range(0, 1001, 100):
+        step = min(epoch * per_epoch, recipe.steps - 1)
+        lr = learning_rate(recipe, step)
+        print(f"epoch {epoch:4d} (step {step:9,d}): lr {lr:.3e}")
+        assert lr == pytest.approx(1e-3 * 0.5 ** min(epoch // 100, 9))
+    assert learning_rate(recipe, 100 * per_epoch - 1) == 1e-3  # the whole 100th epoch still at the first lr

@@ -12,6 +12,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from semcore.model import UNetConfig, UNetFlex
 from semcore.train import read_log
 
 from conftest import REPO, TINY_CONFIG, planned_jobs, snakemake, write_config
@@ -183,3 +184,36 @@ def test_killing_train_and_rerunning_resumes(tmp_path, tiny_config):
     resumed = log[log.kind == "resume"].step.tolist()
     assert len(resumed) == 1 and 5 <= resumed[0] < 1000
     assert f"resumed from step {resumed[0]}" in (tmp_path / "results" / "tiny" / "logs" / "train.log").read_text()
+
+
+def test_the_whole_workflow_runs_on_an_imported_authors_model(tmp_path, tiny_config):
+    torch.manual_seed(3)
+    architecture = dict(channels=[8, 16, 32], enc_convs=[2, 2], mid_convs=2, dec_convs=[2, 2], upsample_bias=True)
+    published = UNetFlex(UNetConfig(**architecture)).eval()
+    published.save_authors(tmp_path / "denoiser")  # model.pt + exp_arguments.pkl, the authors' names
+    tiny_config["model"]["pretrained"] = {"path": str(tmp_path / "denoiser"), "format": "authors"}
+    write_config(tmp_path, tiny_config)
+    refused = snakemake(tmp_path, "--dry-run", check=False)  # the config says no upsample bias: refused at once
+    assert refused.returncode != 0 and "model.upsample_bias: configured False, found True" in refused.stdout + refused.stderr
+
+    tiny_config["model"]["upsample_bias"] = True
+    write_config(tmp_path, tiny_config)
+    snakemake(tmp_path)
+    results = tmp_path / "results" / "tiny"
+    imported = UNetFlex.from_pretrained(results / "model" / "model.pt")
+    assert all(torch.equal(imported.state_dict()[k], v) for k, v in published.state_dict().items())
+    log = read_log(results / "model")
+    assert set(log.kind) == {"import", "eval"} and (log.step == 0).all()
+
+    # φ at σ = 0 is the published network's middle-block means of the image, computed here independently.
+    phi = pd.read_parquet(results / "phi" / "test-000000.parquet")
+    first = phi[phi.sigma == 0].iloc[0]
+    sample = next(s for s in wds.WebDataset(str(results / "shards" / "test-000000.tar"), shardshuffle=False).decode("rgb8")
+                  if s["__key__"] == first.key)
+    image = torch.tensor(sample["png"]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        assert np.allclose(first.phi, published.middle_means(image)[0].numpy(), atol=1e-5)
+    assert len(pd.read_parquet(results / "stats" / "block_pr.parquet"))
+    assert len(pd.read_parquet(results / "clusters" / "semantic_scores.parquet"))
+    samples = pd.read_parquet(results / "samples" / "samples.parquet")
+    assert set(samples.method) == {"self-guided", "unconditional"}

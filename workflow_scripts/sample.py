@@ -26,7 +26,7 @@ keys, images = sample.conditioners(snakemake.input.shards, pd.read_parquet(snake
                                    p.targets_per_job)
 target = sample.Target(images=as_model_input(images, device), n_noise=p.n_noise, top_k=p.top_k)
 rows = torch.arange(len(keys), device=device).repeat_interleave(p.samples_per_target)
-start = sample.mean_image(shard_paths(snakemake.input.shards, "train")).to(device)
+start = sample.start_image(shard_paths(snakemake.input.shards, "train"), p.start).to(device)
 method = "self-guided" if p.guided else "unconditional"
 generator = seeded_generator(p.seed, f"{method}-{batch}", device)
 

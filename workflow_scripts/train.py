@@ -1,13 +1,15 @@
-"""Adapter for rule `train`: shards → trained denoiser (resuming a killed run) + training curve."""
+"""Adapter for rule `train`: shards → trained denoiser (resuming a killed run) + training curve; or, with
+model.pretrained, the imported network in its place."""
 import logging
 import sys
 
+import pandas as pd
 import torch
 
 from semcore import figures
 from semcore.model import UNetConfig
 from semcore.runtime import resolve_device
-from semcore.train import TrainConfig, launch, read_log, train
+from semcore.train import TrainConfig, import_pretrained, launch, read_log, train
 
 sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed run keeps the killed run's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -15,13 +17,23 @@ torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
 model_config, config = UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device)
-# One DDP process per GPU the job was given (the `gpu` resource a cluster profile sets); train.processes,
-# when set, overrides it, e.g. to run several gloo processes on a CPU.
-on_gpu = resolve_device(config.device).type == "cuda"
-processes = config.processes or (max(1, snakemake.resources.gpu) if on_gpu else 1)
-if processes > 1:
-    launch(processes, model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model,
-           threads=snakemake.threads)
+if p.pretrained:
+    import_pretrained(model_config, config, p.pretrained["path"], p.pretrained["format"], snakemake.input.shards,
+                      p.run_dir, snakemake.output.model)
 else:
-    train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model)
+    manifest = pd.read_parquet(snakemake.input.manifest, columns=["split", "status"])
+    train_images = int(((manifest.split == "train") & (manifest.status == "written")).sum())
+    config = config.in_steps(train_images)
+    logging.info("%d training images, batch %d: %d steps per epoch; %d steps, lr halved every %d",
+                 train_images, config.batch_size, config.steps_per_epoch(train_images), config.steps,
+                 config.lr_halve_every)
+    # One DDP process per GPU the job was given (the `gpu` resource a cluster profile sets); train.processes,
+    # when set, overrides it, e.g. to run several gloo processes on a CPU.
+    on_gpu = resolve_device(config.device).type == "cuda"
+    processes = config.processes or (max(1, snakemake.resources.gpu) if on_gpu else 1)
+    if processes > 1:
+        launch(processes, model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model,
+               threads=snakemake.threads)
+    else:
+        train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model)
 figures.training_curve(read_log(p.run_dir), snakemake.output.curve)
