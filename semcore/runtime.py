@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
+from dataclasses import dataclass
 
 import torch
 
@@ -21,10 +23,54 @@ def as_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto": CUDA when available, else the CPU; anything else as torch spells it ("cuda:1")."""
+    """"auto": CUDA when available, else the CPU; anything else as torch spells it ("cuda:1"). A CUDA device
+    that torch cannot use (a CPU-only wheel, no driver, no GPU in the job) fails here, at once."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device: {name!r}, but torch {torch.__version__} sees no CUDA device (built for CUDA "
+            f"{torch.version.cuda or 'none: a CPU-only wheel'}; CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Install a CUDA build of torch, run on a GPU "
+            "node, or set device: cpu (--config device=cpu) to run on the CPU on purpose")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device: {name!r}, but this job sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+@dataclass
+class Precision:
+    """How the network's arithmetic runs on a GPU (CPU runs use autocast only, and are fp32 by default).
+
+    autocast bf16: convs and matmuls in bfloat16, the norms' statistics and the losses in fp32;
+    tf32: fp32 convs and matmuls on TF32 tensor cores (Ampere and later); cudnn_benchmark: cuDNN picks the
+    fastest conv algorithm per shape (nondeterministic choice; off for bit-reproducible GPU runs)."""
+    autocast: str = "none"  # none | bf16
+    tf32: bool = True
+    cudnn_benchmark: bool = True
+
+    def __post_init__(self):
+        if self.autocast not in ("none", "bf16"):
+            raise ValueError(f"precision.autocast: {self.autocast!r} is not none or bf16")
+
+    def apply(self, device: torch.device) -> None:
+        """Set the global backend switches for this process."""
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+    def autocast_context(self, device: torch.device):
+        """The autocast region of a forward pass (a no-op context for fp32)."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast == "bf16")
+
+    def describe(self, device: torch.device) -> dict:
+        """What the outputs record: the device and the arithmetic actually used on it."""
+        cuda = device.type == "cuda"
+        return dict(device=torch.cuda.get_device_name(device) if cuda else "cpu", autocast=self.autocast,
+                    tf32=self.tf32 and cuda, cudnn_benchmark=self.cudnn_benchmark and cuda,
+                    torch=torch.__version__)
 
 
 def tune_allocator() -> None:
