@@ -1,9 +1,16 @@
 # A blind UNet_flex denoiser trained on the train shards. Its run directory (options.json, log.jsonl,
 # checkpoint.pt) is not a declared output, so a killed job's checkpoint survives and the rerun resumes.
-# On CUDA it trains with one torch DDP process per GPU of the job: `gpu` below, raised by a cluster
-# profile (set-resources: train: gpu: 4) or `--set-resources train:gpu=4`. train.batch_size stays the
-# global batch; train.processes, when set, fixes the process count instead (gloo on a CPU).
+# It trains with one torch DDP process per GPU of the job: `gpu`, raised in a cluster profile
+# (set-resources: train: gpu: 4); threads and memory grow with it. train.batch_size stays the global
+# batch; train.processes, when set, fixes the process count instead (e.g. 2 gloo processes on a CPU).
 # With model.pretrained, `train` imports that network instead (this package's format or the authors').
+
+
+def train_gpus():
+    """GPUs of the train job as the profile (or --set-resources) sets them; the rule's own: 1."""
+    resources = dict(workflow.resource_settings.overwrite_resources.get("train", {}))
+    gpu = resources.get("gpu", 1)
+    return int(getattr(gpu, "value", gpu))  # parsed from a profile: a Resource; set from Python: the number
 
 
 rule train:
@@ -30,9 +37,9 @@ rule train:
         f"{RESULTS}/logs/train.log",
     benchmark:
         f"{RESULTS}/benchmarks/train.tsv"
-    threads: 8
+    threads: 8 * max(1, train_gpus())  # per process: itself and its loader's workers
     resources:
-        mem_mb=8000,
+        mem_mb=4000 + 8000 * max(1, train_gpus()),  # per process: the model, its batches, its loader's workers
         runtime=24 * 60,
         gpu=1,
     conda:
