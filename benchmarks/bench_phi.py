@@ -1,8 +1,9 @@
-"""φ extraction against the bare network, and its memory as the number of images grows.
+"""φ extraction against the bare network, its memory as a job's images grow, and the bytes one σ reads.
 
-Prints (image × noise draw)/s of `semcore.phi.write_phi` on a shard (decoding, batching, Parquet
-writing included) against the bare forward (`middle_means`) on the same batch shape in the same run,
-and the peak RSS of φ extraction on shards of growing size, each in a fresh process.
+Prints (image × noise draw)/s of `semcore.phi.write_phi` on a φ job (decoding, batching, Parquet
+writing included) against the bare forward (`middle_means`) on the same batch shape in the same run;
+the peak RSS of φ jobs of growing size (shards of 1,000 images), each in a fresh process; and the bytes
+`read_phi` reads for one σ against the file's size.
 Usage: python benchmarks/bench_phi.py [--images 1000] [--n-noise 10]
 """
 
@@ -22,21 +23,29 @@ from semcore.model import UNetConfig, UNetFlex
 from semcore.sources import synthetic
 
 MODEL = UNetConfig(channels=[16, 32, 64, 128], mid_convs=3)  # the default config's model
-SIZE, BATCH_IMAGES, SIGMAS = 32, 32, [0.1, 0.3, 0.5]
+SIZE, BATCH_IMAGES, SIGMAS, PER_SHARD = 32, 32, [0.1, 0.3, 0.5], 1000
 
 
-def make_shard(directory: Path, n_images: int) -> str:
+def make_shards(directory: Path, n_images: int) -> list[str]:
     shards.write_shards(synthetic(n_images, 0, SIZE), directory, source="synthetic", size=SIZE, channels=3,
-                        min_size=SIZE, test_fraction=0.0, seed=0, samples_per_shard=n_images)
-    return str(directory / "train-000000.tar")
+                        min_size=SIZE, test_fraction=0.0, seed=0, samples_per_shard=PER_SHARD)
+    return sorted(map(str, directory.glob("*.tar")))
 
 
-def extract(model: UNetFlex, shard: str, out: Path, n_noise: int) -> float:
+def extract(model: UNetFlex, shard_paths: list[str], out: Path, n_noise: int) -> float:
     start = time.perf_counter()
-    phi.write_phi(model, shards.read_batches([shard], BATCH_IMAGES), out, sigmas=SIGMAS, n_noise=n_noise,
-                  generator=phi.seeded_generator(0, "bench", torch.device("cpu")), device=torch.device("cpu"),
-                  metadata={})
+    phi.write_phi(model, shard_paths, out, sigmas=SIGMAS, n_noise=n_noise, seed=0, batch_images=BATCH_IMAGES,
+                  device=torch.device("cpu"), metadata={})
     return time.perf_counter() - start
+
+
+def bytes_read(fn) -> int:
+    """Bytes this process read through read(2)/pread(2) while fn ran (page-cache hits included)."""
+    def rchar():
+        return int(next(line.split()[1] for line in open("/proc/self/io") if line.startswith("rchar")))
+    before = rchar()
+    fn()
+    return rchar() - before
 
 
 @torch.no_grad()
@@ -58,11 +67,11 @@ def peak_rss_mb() -> float:
 
 
 def child(n_images: int, n_noise: int) -> None:
-    """Runs in a fresh process: φ of one shard of n_images, then its peak RSS."""
+    """Runs in a fresh process: one φ job of n_images, then its peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
-        shard = make_shard(Path(tmp) / "shards", n_images)
+        shard_paths = make_shards(Path(tmp) / "shards", n_images)
         before = peak_rss_mb()
-        extract(UNetFlex(MODEL).eval(), shard, Path(tmp) / "phi.parquet", n_noise)
+        extract(UNetFlex(MODEL).eval(), shard_paths, Path(tmp) / "phi.parquet", n_noise)
         print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb()}))
 
 
@@ -78,9 +87,11 @@ def main():
     torch.manual_seed(0)
     model = UNetFlex(MODEL).eval().to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
-        shard = make_shard(Path(tmp) / "shards", args.images)
-        extract(model, shard, Path(tmp) / "warm.parquet", args.n_noise)
-        seconds = extract(model, shard, Path(tmp) / "phi.parquet", args.n_noise)
+        shard_paths = make_shards(Path(tmp) / "shards", args.images)
+        extract(model, shard_paths, Path(tmp) / "warm.parquet", args.n_noise)
+        seconds = extract(model, shard_paths, Path(tmp) / "phi.parquet", args.n_noise)
+        read = bytes_read(lambda: phi.read_phi([str(Path(tmp) / "phi.parquet")], SIGMAS[1]))
+        size = (Path(tmp) / "phi.parquet").stat().st_size
     passes = args.images * args.n_noise * len(SIGMAS)
     bare = bare_forward_rate(model, args.n_noise)
     print(f"batch                 {BATCH_IMAGES} images x {args.n_noise} noise draws, {SIZE}x{SIZE}x3, "
@@ -88,6 +99,7 @@ def main():
     print(f"phi extraction        {passes / seconds:9.0f} (image x draw)/s   ({args.images} images, {len(SIGMAS)} sigmas)")
     print(f"bare forward          {bare:9.0f} (image x draw)/s   (encoder + middle, same batch shape)")
     print(f"ratio                 {passes / seconds / bare:9.2f}   (goal >= 0.9)")
+    print(f"one sigma reads       {read:9d} B   of a {size} B file ({len(SIGMAS)} sigmas)")
     for n in (250, 1000, 4000, 16000):
         out = subprocess.run([sys.executable, __file__, "--child", str(n), "--n-noise", "2"], capture_output=True,
                              text=True, check=True).stdout

@@ -65,7 +65,9 @@ def main() -> None:
         env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SBATCH_LOG": str(log)}
         results = "results/imagenet64"
         # φ first: a killed submission leaves its output marked incomplete, and train's would be φ's input.
-        phi = sorted((workdir / results / "shards").glob("train-*.tar"))[0].stem
+        shards = sorted(p.stem for p in (workdir / results / "shards").glob("train-*.tar"))
+        per_job = yaml.safe_load((workdir / "config.yaml").read_text())["phi"]["shards_per_job"]
+        phi = f"{shards[0]}-{shards[per_job - 1].split('-')[1]}"  # the first φ job's name: its first and last shard
         print("phi (one job):\n  " + submitted(workdir, root / "profile", f"{results}/phi/{phi}.parquet", "phi", log, env))
         print(f"train ({args.gpus} GPUs):\n  " + submitted(workdir, root / "profile", f"{results}/model/model.pt", "train", log, env))
 

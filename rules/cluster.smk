@@ -8,24 +8,18 @@ FEATURE_SETS = feature_set_names(CLUSTER["sigmas"])
 
 def feature_files(wildcards):
     """φ files of the trained or untrained network, or the shards themselves for pixels: of the shards
-    that hold the first cluster.max_images images (all shards when null), so only those get untrained φ."""
+    that hold the first cluster.max_images images (all shards when null), so only those get untrained φ;
+    φ files are whole jobs' (phi.shards_per_job shards), those that start among these shards."""
     kind, _ = parse_feature_set(wildcards.features)
-    folder = {"phi": "phi", "untrained": "phi_untrained", "pixels": "shards"}[kind]
-    suffix = "tar" if kind == "pixels" else "parquet"
     shards = shard_names()
     if CLUSTER["max_images"]:
         shards = shards[: math.ceil(CLUSTER["max_images"] / config["data"]["samples_per_shard"])]
-    return expand(f"{RESULTS}/{folder}/{{shard}}.{suffix}", shard=shards)
-
-
-def features_mem_mb(wildcards, input):
-    """Room for the features as float32, twice: φ takes about its size on disk; pixels decode to ~10×
-    their PNG size, and cluster.max_images caps how many are read."""
-    data_mb = 10 * input.size_mb
-    if CLUSTER["max_images"]:
-        pixels_mb = CLUSTER["max_images"] * config["data"]["channels"] * config["data"]["size"] ** 2 * 4 / 2**20
-        data_mb = max(input.size_mb, min(data_mb, pixels_mb))
-    return int(2000 + 2 * data_mb)
+    if kind == "pixels":
+        return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=shards)
+    folder = {"phi": "phi", "untrained": "phi_untrained"}[kind]
+    first_shards = set(shards)
+    chunks = [chunk for chunk in phi_chunks() if chunk.rsplit("-", 1)[0] in first_shards]
+    return expand(f"{RESULTS}/{folder}/{{chunk}}.parquet", chunk=chunks)
 
 
 rule untrained_model:
@@ -41,7 +35,7 @@ rule untrained_model:
         f"{RESULTS}/logs/untrained_model.log",
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=analysis_mem_mb("untrained_model"),
         runtime=10,
     conda:
         "../envs/torch.yaml"
@@ -51,16 +45,21 @@ rule untrained_model:
 
 use rule phi as phi_untrained with:
     input:
-        shards=f"{RESULTS}/shards/{{shard}}.tar",
+        shards=chunk_shards,
         model=rules.untrained_model.output.model,
+        code=script_code("phi"),
     output:
-        f"{RESULTS}/phi_untrained/{{shard}}.parquet",
+        f"{RESULTS}/phi_untrained/{{chunk}}.parquet",
     params:
         sigmas=CLUSTER["sigmas"],
     log:
-        f"{RESULTS}/logs/phi_untrained/{{shard}}.log",
+        f"{RESULTS}/logs/phi_untrained/{{chunk}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/phi_untrained/{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/phi_untrained/{{chunk}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=phi_runtime(CLUSTER["sigmas"]),
+        gpu=1,
 
 
 rule kmeans:
@@ -97,7 +96,7 @@ rule kmeans:
         f"{RESULTS}/benchmarks/kmeans/{{features}}-k{{k}}.tsv"
     threads: 4
     resources:
-        mem_mb=features_mem_mb,
+        mem_mb=analysis_mem_mb("kmeans"),
         runtime=120,
         gpu=1,
     conda:
@@ -122,9 +121,11 @@ rule neighbours:
         neighbours=CLUSTER["neighbours"],
     log:
         f"{RESULTS}/logs/neighbours.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/neighbours.tsv"
     threads: 2
     resources:
-        mem_mb=features_mem_mb,
+        mem_mb=analysis_mem_mb("neighbours"),
         runtime=30,
     conda:
         "../envs/torch.yaml"
@@ -147,9 +148,11 @@ rule probe:
         seed=CLUSTER["seed"],
     log:
         f"{RESULTS}/logs/probe/{{features}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/probe/{{features}}.tsv"
     threads: 2
     resources:
-        mem_mb=features_mem_mb,
+        mem_mb=analysis_mem_mb("probe"),
         runtime=120,
     conda:
         "../envs/data.yaml"
@@ -168,9 +171,11 @@ rule semantic_scores:
         figure=figure("semantic_scores", "Clusters"),
     log:
         f"{RESULTS}/logs/semantic_scores.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/semantic_scores.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=analysis_mem_mb("semantic_scores"),
         runtime=30,
     conda:
         "../envs/data.yaml"

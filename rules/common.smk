@@ -77,3 +77,42 @@ def script_code(script):
             seen.add(path)
             todo += semcore_imports(path)
     return sorted(str(p) for p in seen)
+
+
+def written_manifest():
+    """The manifest's path once `shard` has written it (an empty stand-in, as benchmarks/bench_dag.py's,
+    does not count), else None."""
+    path = Path(RESULTS, "manifest.parquet")
+    return path if path.exists() and path.stat().st_size else None
+
+
+def images_in_run():
+    """Rows of the manifest (every input image), from its Parquet footer; 0 until it is written."""
+    import pyarrow.parquet as pq
+
+    if not written_manifest():
+        return 0
+    return pq.ParquetFile(written_manifest()).metadata.num_rows
+
+
+def label_count():
+    """Distinct labels in the manifest (the classes the probe learns and the scores count); 0 until it is
+    written."""
+    import pyarrow.parquet as pq
+
+    if not written_manifest():
+        return 0
+    return len(pq.read_table(written_manifest(), columns=["label"]).column("label").unique())
+
+
+def analysis_mem_mb(rule_name):
+    """mem_mb of a rule from semcore.resources: its memory model at this config and number of images
+    (and the job's feature set and k, the labels' count where they matter)."""
+    from semcore import resources
+
+    def mem_mb(wildcards):
+        n_classes = label_count() if rule_name in ("probe", "semantic_scores") else 0
+        return resources.mem_mb(rule_name, config, images_in_run(), wildcards.get("features", "phi"), n_classes,
+                                int(wildcards.get("k", 0)))
+
+    return mem_mb

@@ -21,9 +21,11 @@ rule sparsity:
         sigma=config["stats"]["sigma"],
     log:
         f"{RESULTS}/logs/sparsity.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sparsity.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=analysis_mem_mb("sparsity"),
         runtime=30,
     conda:
         "../envs/data.yaml"
@@ -42,9 +44,11 @@ rule stability:
         sigma1=config["stats"]["stability_sigma"],
     log:
         f"{RESULTS}/logs/stability.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=analysis_mem_mb("stability"),
         runtime=30,
     conda:
         "../envs/data.yaml"
@@ -74,7 +78,7 @@ rule selectivity:
         f"{RESULTS}/benchmarks/selectivity.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=analysis_mem_mb("selectivity"),
         runtime=60,
     conda:
         "../envs/data.yaml"
@@ -99,9 +103,11 @@ rule subspaces:
         seed=config["phi"]["seed"],
     log:
         f"{RESULTS}/logs/subspaces.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/subspaces.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=analysis_mem_mb("subspaces"),
         runtime=60,
     conda:
         "../envs/data.yaml"
@@ -122,9 +128,11 @@ rule factors:
         seed=config["phi"]["seed"],
     log:
         f"{RESULTS}/logs/factors.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/factors.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=analysis_mem_mb("factors"),
         runtime=60,
     conda:
         "../envs/data.yaml"

@@ -32,6 +32,7 @@ rule train:
         train=config["train"],
         in_channels=config["data"]["channels"],
         device=config["device"],
+        precision=config["precision"],
         run_dir=f"{RESULTS}/model",
     log:
         f"{RESULTS}/logs/train.log",

@@ -80,6 +80,18 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator, x_norms
     return centers
 
 
+def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """[k, d]: the sum of the rows of x in each cluster, the same on every run.
+
+    index_add_ sums each cluster's rows in row order on the CPU, but with atomic adds in no fixed order
+    on CUDA (the last bits, then the centers, vary run to run). There index_put_(accumulate=True) sorts
+    the labels and sums each cluster's rows in order: torch's own deterministic index_add_ on CUDA."""
+    sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device)
+    if x.device.type == "cuda":
+        return sums.index_put_((labels,), x, accumulate=True)
+    return sums.index_add_(0, labels, x)
+
+
 def lloyd(x: torch.Tensor, centers: torch.Tensor, x_norms: torch.Tensor, max_iter: int,
           threshold: float) -> tuple[torch.Tensor, int]:
     """Lloyd's iterations from the given centers until they move less than threshold (squared, summed).
@@ -88,7 +100,7 @@ def lloyd(x: torch.Tensor, centers: torch.Tensor, x_norms: torch.Tensor, max_ite
     for n_iter in range(1, max_iter + 1):
         labels, d2 = nearest_centers(x, centers, x_norms)
         counts = torch.bincount(labels, minlength=k)
-        updated = torch.zeros_like(centers).index_add_(0, labels, x) / counts.clamp(min=1)[:, None].to(x.dtype)
+        updated = cluster_sums(x, labels, k) / counts.clamp(min=1)[:, None].to(x.dtype)
         empty = (counts == 0).nonzero()[:, 0]
         if len(empty):
             updated[empty] = x[d2.topk(len(empty)).indices]

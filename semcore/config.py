@@ -80,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
     processes: int | None = None  # DDP processes on this node; None: one per GPU of the job on CUDA, else 1
+    loader_workers: int | None = None  # processes decoding batches, per DDP process; None: see train.loader_workers
 
     def __post_init__(self):
         for steps, epochs in (("steps", "epochs"), ("lr_halve_every", "lr_halve_every_epochs")):

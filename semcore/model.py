@@ -33,15 +33,18 @@ class StdNorm(nn.Module):
             self.register_buffer("running_std", torch.ones(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Under autocast x is bfloat16: the statistic is taken in fp32 (bf16 keeps 8 bits; the running std
+        # stays fp32), the product in x's dtype. In fp32 both casts are no-ops.
+        statistic_input = x.float()
         if self.kind == "layer":
-            std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + self.eps
+            std = statistic_input.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + self.eps
         elif self.training:
-            std = torch.sqrt(x.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + self.eps)
+            std = torch.sqrt(statistic_input.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + self.eps)
             with torch.no_grad():
                 self.running_std.lerp_(std, self.momentum)
         else:
             std = self.running_std
-        return x * (self.gamma / std)
+        return x * (self.gamma / std).to(x.dtype)
 
 
 class UNetFlex(nn.Module):
@@ -74,23 +77,28 @@ class UNetFlex(nn.Module):
 
     def forward(self, y: torch.Tensor, return_means: bool = False):
         """x̂(y); with return_means, also {block name: ā [B, C]}, the spatial means of each block's output."""
+        # Each block is reduced to its means as soon as it is computed, and each skip is dropped once the
+        # decoder has used it: no block's activations outlive their use (a batch of 5,120 64×64 images
+        # would otherwise hold every block's at once).
         means = {}
         skips = []
         x = y
         for b, block in enumerate(self.encoder):
             x = block(x)
             skips.append(x)
-            means[f"E{b + 1}"] = x
+            if return_means:
+                means[f"E{b + 1}"] = x.mean(dim=(2, 3))
             x = self.pool(x)
         x = self.middle(x)
-        means["M"] = x
+        if return_means:
+            means["M"] = x.mean(dim=(2, 3))
         for b in reversed(range(self.config.num_blocks)):
-            x = self.decoder[b](torch.cat([self.upsample[b](x), skips[b]], dim=1))
-            if b > 0:
-                means[f"D{b + 1}"] = x
+            x = self.decoder[b](torch.cat([self.upsample[b](x), skips.pop()], dim=1))
+            if return_means and b > 0:
+                means[f"D{b + 1}"] = x.mean(dim=(2, 3))
         x = self.output(x)
         if return_means:
-            return x, {name: a.mean(dim=(2, 3)) for name, a in means.items()}
+            return x, means
         return x
 
     def middle_means(self, y: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,16 @@
 
 Images × noise draws go through the network as one batch; only the middle block's means need the
 encoder alone, so φ skips the decoder. Noise comes from one generator per shard seeded from the
-config: the same config gives the same numbers.
+config: the same config gives the same numbers, however shards are grouped into jobs. A φ file holds
+its rows sorted by σ, in row groups of one σ each, so reading one σ reads only that σ's bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -17,13 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pa_dataset
 import torch
 
+from semcore import shards
 from semcore.model import UNetFlex
-from semcore.runtime import as_model_input
+from semcore.runtime import Precision, as_model_input
 from semcore.tables import ParquetSink, vectors
 
 
-# Rows per Parquet row group: large enough for fast scans, small enough that a shard's φ is never held
-# whole (measured: peak RSS ~0.85 GB for 4,000 or 16,000 images per shard).
+# Rows per Parquet row group: large enough for fast scans, small enough to stream.
 ROWS_PER_GROUP = 8192
 
 
@@ -38,7 +42,8 @@ def noise_averaged_means(model: UNetFlex, images: torch.Tensor, sigma: float, n_
         _, means = model(noisy, return_means=True)
     else:
         means = {"M": model.middle_means(noisy)}
-    return {name: a.view(len(images), draws, -1).mean(dim=1) for name, a in means.items()}
+    # fp32 before averaging the draws: under bf16 autocast the means come out in bf16
+    return {name: a.float().view(len(images), draws, -1).mean(dim=1) for name, a in means.items()}
 
 
 def seeded_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
@@ -50,13 +55,14 @@ def seeded_generator(seed: int, name: str, device: torch.device) -> torch.Genera
 @torch.no_grad()
 def phi_batches(model: UNetFlex, batches: Iterator[tuple[list[dict], torch.Tensor]], sigmas: list[float],
                 n_noise: int, generator: torch.Generator, device: torch.device,
-                all_blocks: bool = False) -> Iterator[dict]:
+                all_blocks: bool = False, precision: Precision = Precision()) -> Iterator[dict]:
     """For each (metadata, uint8 images) batch and each σ: {meta, sigma, means: {block: [B, C]}}."""
     model.eval()
     for metas, images in batches:
         x = as_model_input(images, device)
         for sigma in sigmas:
-            means = noise_averaged_means(model, x, sigma, n_noise, generator, all_blocks)
+            with precision.autocast_context(device):
+                means = noise_averaged_means(model, x, sigma, n_noise, generator, all_blocks)
             yield dict(metas=metas, sigma=sigma, means={k: v.float().cpu() for k, v in means.items()})
 
 
@@ -80,28 +86,52 @@ def block_means_schema(metadata: dict) -> pa.Schema:
     return _schema([("block", pa.string()), ("means", pa.list_(pa.float32()))], metadata)
 
 
-def write_phi(model: UNetFlex, batches, path, *, sigmas: list[float], n_noise: int, generator: torch.Generator,
-              device: torch.device, metadata: dict) -> None:
-    """φ of the middle block for every image of `batches` and every σ, to one Parquet file."""
-    schema = phi_schema(model.config.channels[-1], metadata | {"block": "M", "n_noise": n_noise})
-    with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
-        for record in phi_batches(model, batches, sigmas, n_noise, generator, device):
-            sink.write(pa.table(_columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}))
+def write_phi(model: UNetFlex, shard_paths: list[str], path, *, sigmas: list[float], n_noise: int, seed: int,
+              batch_images: int, device: torch.device, metadata: dict, precision: Precision = Precision()) -> None:
+    """φ of the middle block for every image of the shards and every σ, to one Parquet file: rows sorted by
+    σ, then in shard order, each row group of one σ.
+
+    Each image is decoded and sent to the device once, for all σ; each σ's rows go to a temporary Arrow
+    file beside the output, and are then copied σ by σ. Memory holds a batch, and at the end one σ's rows
+    of these shards, mapped from disk (read back zero-copy)."""
+    schema = phi_schema(model.config.channels[-1],
+                        metadata | {"block": "M", "n_noise": n_noise} | precision.describe(device))
+    order = sorted(set(sigmas))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=f".{Path(path).name}.") as spill_dir:
+        spills = {sigma: f"{spill_dir}/{i}.arrow" for i, sigma in enumerate(order)}
+        with contextlib.ExitStack() as stack:
+            writers = {sigma: stack.enter_context(pa.ipc.new_stream(spill, schema)) for sigma, spill in spills.items()}
+            for shard in shard_paths:
+                # one generator per shard: an image's φ does not depend on which shards share its job
+                generator = seeded_generator(seed, Path(shard).stem, device)
+                batches = shards.read_batches([shard], batch_images)
+                for record in phi_batches(model, batches, order, n_noise, generator, device, precision=precision):
+                    columns = _columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}
+                    writers[record["sigma"]].write_table(pa.table(columns, schema=schema))
+        with ParquetSink(path, schema) as sink:
+            for spill in spills.values():
+                with pa.memory_map(spill) as source:
+                    # straight to the writer, not through the sink's buffer: no row group mixes two σ
+                    sink.writer.write_table(pa.ipc.open_stream(source).read_all(), row_group_size=ROWS_PER_GROUP)
 
 
 def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_noise: int,
-                      generator: torch.Generator, device: torch.device, metadata: dict) -> None:
+                      generator: torch.Generator, device: torch.device, metadata: dict,
+                      precision: Precision = Precision()) -> None:
     """Noise-averaged means of every block (one row per image, σ and block), to one Parquet file."""
-    schema = block_means_schema(metadata | {"n_noise": n_noise})
+    schema = block_means_schema(metadata | {"n_noise": n_noise} | precision.describe(device))
     with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
-        for record in phi_batches(model, batches, sigmas, n_noise, generator, device, all_blocks=True):
+        for record in phi_batches(model, batches, sigmas, n_noise, generator, device, all_blocks=True,
+                                  precision=precision):
             for block, means in record["means"].items():
                 columns = _columns(record["metas"], record["sigma"])
                 sink.write(pa.table(columns | {"block": [block] * len(means), "means": means.numpy().tolist()}))
 
 
 def read_phi(paths: list[str], sigma: float) -> tuple[pd.DataFrame, np.ndarray]:
-    """The φ files at one σ: (key, split, label table, φ [N, C] float32), in file order."""
+    """The φ files at one σ: (key, split, label table, φ [N, C] float32), in file order. The filter
+    skips the row groups of other σ by their statistics: only this σ's bytes are read."""
     dataset = pa_dataset.dataset(sorted(paths), format="parquet")
     table = dataset.to_table(filter=pc.field("sigma") == pa.scalar(sigma, pa.float64()))
     if table.num_rows == 0:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -26,6 +28,7 @@ from semcore.sources import Item, UnusableImage, conform
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
+PREFETCH_BATCHES = 4  # per loader worker: a few batches in hand cover uneven decoding times
 
 
 def split_of(key: str, seed: int, test_fraction: float) -> str:
@@ -128,16 +131,54 @@ def decode_batch(samples: list[dict]) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(0, 3, 1, 2)
 
 
-def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int,
-            shuffle_buffer: int = 2000) -> Iterator[torch.Tensor]:
-    """An endless stream of shuffled uint8 batches [B, C, H, W], resampling shards with replacement.
+class BatchStream(torch.utils.data.IterableDataset):
+    """An endless stream of shuffled uint8 batches [B, C, H, W], decoded where it is iterated: in each
+    DataLoader worker, so the training process only receives whole batches.
 
-    The same seed gives the same stream (WebDataset(resampled=True) would also mix in the time and pid).
-    Every process reads all shards (no node splitting): DDP training gives each rank its own seed."""
-    return iter(wds.DataPipeline(wds.ResampledShards(shard_paths(shard_dir, split), seed=seed, deterministic=True),
-                                 wds.tarfile_to_samples(),
-                                 wds.shuffle(shuffle_buffer, seed=seed),
-                                 wds.batched(batch_size, collation_fn=decode_batch, partial=False)))
+    Epoch e deals a seeded order of all the shards to the workers like cards (worker w of W takes every
+    W-th): the workers' epoch-e hands are disjoint and together hold every image once. A worker starts its
+    next epoch when it has read its hand (workers whose hands hold as many images stay in step; over many
+    epochs each draws every shard equally often). Each shuffles through its own buffer of `shuffle_buffer`
+    samples. The same (seed, number of workers) gives the same stream: the DataLoader takes batches from
+    the workers in turn."""
+
+    def __init__(self, paths: list[str], batch_size: int, seed: int, shuffle_buffer: int):
+        super().__init__()
+        self.paths, self.batch_size, self.seed, self.shuffle_buffer = paths, batch_size, seed, shuffle_buffer
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if workers > len(self.paths):
+            raise ValueError(f"train.loader_workers: {workers} for {len(self.paths)} shards: a worker would have none")
+        samples = wds.tarfile_to_samples()(self._hand(worker, workers))
+        shuffled = wds.shuffle(self.shuffle_buffer, seed=f"{self.seed}:worker{worker}")(samples)
+        return wds.batched(self.batch_size, collation_fn=decode_batch, partial=False)(shuffled)
+
+    def _hand(self, worker: int, workers: int) -> Iterator[dict]:
+        for epoch in itertools.count():
+            order = random.Random(f"{self.seed}:epoch{epoch}").sample(self.paths, len(self.paths))
+            for path in order[worker::workers]:
+                yield dict(url=path)
+
+
+def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int, shuffle_buffer: int = 2000,
+            workers: int = 0, pin_memory: bool = False) -> Iterator[torch.Tensor]:
+    """An endless stream of shuffled uint8 batches [B, C, H, W] (see BatchStream), decoded by `workers`
+    processes (0: by this one), at most one per shard; pin_memory for fast, asynchronous copies to a GPU.
+
+    The same seed and workers give the same stream: every image once per epoch, give or take the shuffle
+    buffer at an epoch's edges. Every process reads all shards (no node splitting): DDP training gives each
+    rank its own seed."""
+    paths = shard_paths(shard_dir, split)
+    if workers > len(paths):
+        log.warning("train.loader_workers: %d, but there are %d %s shards: using %d", workers, len(paths), split,
+                    len(paths))
+        workers = len(paths)
+    loader = torch.utils.data.DataLoader(BatchStream(paths, batch_size, seed, shuffle_buffer), batch_size=None,
+                                         num_workers=workers, pin_memory=pin_memory,
+                                         prefetch_factor=PREFETCH_BATCHES if workers else None)
+    return iter(loader)
 
 
 def _with_metadata(samples: list[dict]) -> tuple[list[dict], torch.Tensor]:

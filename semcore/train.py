@@ -2,8 +2,15 @@
 
 The run directory holds `options.json` (the resolved options), `log.jsonl` (one record per log or
 eval event) and `checkpoint.pt` (model, optimiser, schedule, step). A rerun with the same options
-resumes from the checkpoint; with other options it starts afresh. A non-finite loss stops the run
-before the optimiser step, so the last checkpoint on disk stays good.
+resumes from the checkpoint; with other options it starts afresh. How the run is executed (the number of
+processes and loader workers, the arithmetic: `Precision`) is not part of its options, so a long run
+resumes after any of them changes; `{"kind": "runtime"}` records in log.jsonl say what each start used.
+
+The losses stay on the device between log, eval and checkpoint steps (reading one back every step would
+make the CPU wait for the GPU each step). There they are checked: a non-finite one stops the run, naming its
+step. A checkpoint is written only once every loss before it and its weights are found finite, so the one on
+disk is always good. The data order and the noise are seeded by (seed, start step, rank): a resumed run
+draws new ones, not those its start drew.
 
 Several processes on one node (`launch`: torchrun, torch DDP; NCCL on CUDA, gloo on CPU) each train a
 replica on their own stream of batches and average gradients. `batch_size` is the global batch, split
@@ -36,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from semcore import shards
 from semcore.config import TrainConfig, UNetConfig, architecture_differences
 from semcore.model import UNetFlex, receptive_fields
-from semcore.runtime import as_model_input, resolve_device, tune_allocator
+from semcore.runtime import Precision, as_model_input, resolve_device, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +56,14 @@ def sample_sigmas(n: int, config: TrainConfig, generator=None, device="cpu") -> 
     return config.sigma_min + (config.sigma_max - config.sigma_min) * u
 
 
-def denoising_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, weighting: str) -> torch.Tensor:
+def denoising_loss(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, weighting: str,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Σ_pixels (x̂(x + σz) − x)² per image, averaged over the batch; with weighting inv_sigma_squared,
-    Σ_pixels ((x̂ − x)/σ)², the authors' weighted loss (a 1/σ² weight per image)."""
-    noisy = x + sigmas.view(-1, 1, 1, 1) * torch.randn_like(x)
-    per_image = (model(noisy) - x).pow(2).sum(dim=(1, 2, 3))
+    Σ_pixels ((x̂ − x)/σ)², the authors' weighted loss (a 1/σ² weight per image). z is drawn from
+    `generator` (default: torch's global one). Under autocast x̂ may be bfloat16: the loss is in fp32."""
+    noise = torch.empty_like(x).normal_(generator=generator)
+    noisy = x + sigmas.view(-1, 1, 1, 1) * noise
+    per_image = (model(noisy).float() - x).pow(2).sum(dim=(1, 2, 3))
     if weighting == "inv_sigma_squared":
         per_image = per_image / sigmas.square()
     return per_image.mean()
@@ -130,12 +140,14 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
 
 
 def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, run_dir: str | Path,
-          model_path: str | Path) -> list[dict]:
+          model_path: str | Path, precision: Precision | None = None) -> list[dict]:
     """Train a blind denoiser on the train shards; write the final model; return the final PSNR table.
 
+    `precision` (default: fp32) sets the arithmetic of the forward passes; evaluation stays in fp32.
     Inside an initialised process group (see `main`) this is one DDP process; ranks other than 0
     write nothing and return [].
     """
+    precision = precision or Precision()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     master = rank == 0
     if config.epochs is not None or config.lr_halve_every_epochs is not None:
@@ -148,21 +160,25 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     device = resolve_device(config.device)
     if device.type == "cpu":
         tune_allocator()
-    torch.manual_seed(config.seed + rank)  # distinct noise per process; DDP gives all rank 0's initial weights
+    precision.apply(device)
+    workers = loader_workers(config, device, len(shards.shard_paths(shard_dir, "train")))
+    torch.manual_seed(config.seed)  # the initial weights (DDP gives all ranks rank 0's anyway)
 
-    # How many processes run it is not what the run computes: left out, so a run resumes on any number.
-    options = dict(model=asdict(model_config), train={k: v for k, v in asdict(config).items() if k != "processes"},
+    # How the run is executed is not what it computes: left out, so a run resumes with any of it changed.
+    options = dict(model=asdict(model_config),
+                   train={k: v for k, v in asdict(config).items() if k not in ("processes", "loader_workers")},
                    data=data_fingerprint(shard_dir))
     options_hash = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
+    runtime = dict(precision.describe(device), processes=world, loader_workers=workers)
     if master:
-        (run_dir / "options.json").write_text(json.dumps(dict(options, hash=options_hash), indent=2))
+        (run_dir / "options.json").write_text(json.dumps(dict(options, hash=options_hash, runtime=runtime), indent=2))
 
     model = UNetFlex(model_config).to(device, memory_format=torch.channels_last)  # faster convs on CPU and GPU
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(config, step) / config.lr)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("UNetFlex %s: %.2fM parameters, receptive fields %s, device %s, %d process(es)",
-             model_config.channels, n_params / 1e6, receptive_fields(model_config), device, world)
+    log.info("UNetFlex %s: %.2fM parameters, receptive fields %s, %d process(es), %s",
+             model_config.channels, n_params / 1e6, receptive_fields(model_config), world, runtime)
 
     checkpoint_path = run_dir / "checkpoint.pt"
     start = 0
@@ -178,14 +194,18 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
             log.info("options changed since %s was written: training from scratch", checkpoint_path)
     net = DistributedDataParallel(model) if world > 1 else model  # DDP averages the gradients in backward
     run_log = RunLog(run_dir / "log.jsonl", resume_step=start if start else None) if master else None
-    if master and start:
-        run_log.write(kind="resume", step=start)
+    if master:
+        if start:
+            run_log.write(kind="resume", step=start)
+        run_log.write(kind="runtime", step=start, **runtime)
 
     eval_images = as_model_input(shards.first_images(shard_dir, "test", config.eval_images), device) if master else None
-    # A resumed run draws a fresh data order: seeding by the start step keeps it reproducible. The seed is
-    # distinct for every (start, rank) and is seed + start on one process.
-    stream = shards.batches(shard_dir, "train", config.batch_size // world, seed=(config.seed + start) * world + rank,
-                            shuffle_buffer=config.shuffle_buffer)
+    # A resumed run draws a fresh data order and fresh noise, reproducibly: both are seeded by the start
+    # step, distinctly for every (start, rank); seed + start on one process.
+    run_seed = (config.seed + start) * world + rank
+    stream = shards.batches(shard_dir, "train", config.batch_size // world, seed=run_seed,
+                            shuffle_buffer=config.shuffle_buffer, workers=workers, pin_memory=device.type == "cuda")
+    noise = torch.Generator(device=device).manual_seed(run_seed)
 
     def evaluate(step: int) -> list[dict]:
         table = psnr_table(model, eval_images, config.eval_sigmas, config.seed)
@@ -199,36 +219,62 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         _save_atomic(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                           schedule=schedule.state_dict(), step=step, options_hash=options_hash), checkpoint_path)
 
+    saved_step = start or None  # the step of the good checkpoint on disk
+
+    def checked(losses: list[torch.Tensor], step: int, weights: bool) -> list[float]:
+        """The losses of the steps up to `step`, read back (averaged over the processes), all finite; with
+        `weights`, the weights are finite too. Else the run stops, the checkpoint on disk untouched."""
+        values = torch.stack(losses)
+        if world > 1:  # every process sees the same values, so all stop together
+            dist.all_reduce(values)
+            values /= world
+        values = values.tolist()
+        bad = [i for i, value in enumerate(values) if not math.isfinite(value)]
+        if bad:
+            stop(f"non-finite loss {values[bad[0]]} at step {step - len(values) + 1 + bad[0]} (losses are read "
+                 f"back at log, eval and checkpoint steps: found at step {step})")
+        if weights and not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+            stop(f"non-finite weights after step {step}, with finite losses")
+        return values
+
+    def stop(problem: str) -> None:
+        kept = (f"the last good checkpoint ({checkpoint_path}, step {saved_step}) is kept" if saved_step
+                else "no checkpoint was written")
+        raise FloatingPointError(f"{problem}; {kept}. Lower train.lr or check the data.")
+
     table = evaluate(start) if master else []  # the starting point; after a resume, shows the weights were loaded
     model.train()
     tick, images_since = time.perf_counter(), 0
+    pending, since_log = [], []  # losses on the device since the last check; read back since the last log
     for step in range(start + 1, config.steps + 1):
         x = as_model_input(next(stream), device)
-        sigmas = sample_sigmas(len(x), config, device=device)
-        loss = denoising_loss(net, x, sigmas, config.loss_weighting)
-        batch_loss = loss.detach().clone()
-        if world > 1:  # the mean over all processes: every process sees a non-finite loss and stops
-            dist.all_reduce(batch_loss)
-            batch_loss /= world
-        if not torch.isfinite(batch_loss):
-            raise FloatingPointError(
-                f"non-finite loss {batch_loss.item()} at step {step}; the last good checkpoint "
-                f"({checkpoint_path}) is kept. Lower train.lr or check the data.")
+        sigmas = sample_sigmas(len(x), config, generator=noise, device=device)
+        with precision.autocast_context(device):
+            loss = denoising_loss(net, x, sigmas, config.loss_weighting, generator=noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        pending.append(loss.detach())
         images_since += len(x) * world  # all processes' images
 
-        if master and (step % config.log_every == 0 or step == config.steps):
-            elapsed = time.perf_counter() - tick
-            run_log.write(kind="train", step=step, loss=batch_loss.item(), lr=schedule.get_last_lr()[0],
-                          img_per_s=images_since / elapsed)
-            tick, images_since = time.perf_counter(), 0
-        if master and (step % config.eval_every == 0 or step == config.steps):
+        log_due = step % config.log_every == 0 or step == config.steps
+        eval_due = step % config.eval_every == 0 or step == config.steps
+        checkpoint_due = step % config.checkpoint_every == 0 or step == config.steps
+        if not (log_due or eval_due or checkpoint_due):
+            continue
+        since_log += checked(pending, step, weights=checkpoint_due)  # on every process: a collective in DDP
+        pending = []
+        if log_due:
+            if master:  # the mean loss since the last record; img/s up to the read-back, when all work is done
+                run_log.write(kind="train", step=step, loss=sum(since_log) / len(since_log),
+                              lr=schedule.get_last_lr()[0], img_per_s=images_since / (time.perf_counter() - tick))
+            tick, images_since, since_log = time.perf_counter(), 0, []
+        if master and eval_due:
             table = evaluate(step)
-        if master and (step % config.checkpoint_every == 0 or step == config.steps):
+        if master and checkpoint_due:
             save_checkpoint(step)
+            saved_step = step
 
     if world > 1:  # DDP keeps the replicas equal; check, once, that it did
         digests = [None] * world
@@ -241,6 +287,15 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         run_log.close()
         model.save_pretrained(model_path)
     return table
+
+
+def loader_workers(config: TrainConfig, device: torch.device, n_shards: int) -> int:
+    """train.loader_workers, or where unset: on CUDA one per thread of this process less one (it only feeds
+    the GPU), on a CPU none (workers would take cores from the training threads). At most one per shard."""
+    wanted = config.loader_workers
+    if wanted is None:
+        wanted = max(1, torch.get_num_threads() - 1) if device.type == "cuda" else 0
+    return min(wanted, n_shards)
 
 
 def import_pretrained(model_config: UNetConfig, config: TrainConfig, path: str | Path, format: str,
@@ -274,14 +329,16 @@ def import_pretrained(model_config: UNetConfig, config: TrainConfig, path: str |
 
 
 def launch(processes: int, model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path,
-           run_dir: str | Path, model_path: str | Path, threads: int | None = None) -> None:
+           run_dir: str | Path, model_path: str | Path, threads: int | None = None,
+           precision: Precision | None = None) -> None:
     """`train` in `processes` DDP processes on this node (torchrun), waiting for them all.
 
     Their log lines go to this process's stderr; `threads` (default: all cores) are shared between them.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "semcore.train", str(shard_dir), str(run_dir), str(model_path),
-               "--model", json.dumps(asdict(model_config)), "--train", json.dumps(asdict(config))]
+               "--model", json.dumps(asdict(model_config)), "--train", json.dumps(asdict(config)),
+               "--precision", json.dumps(asdict(precision or Precision()))]
     threads_each = max(1, (threads or os.cpu_count()) // processes)
     subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads_each)),
                    stdout=sys.stderr, stderr=sys.stderr)
@@ -295,6 +352,7 @@ def main() -> None:
     parser.add_argument("model_path")
     parser.add_argument("--model", required=True, help="UNetConfig as JSON")
     parser.add_argument("--train", required=True, help="TrainConfig as JSON")
+    parser.add_argument("--precision", default="{}", help="runtime.Precision as JSON")
     args = parser.parse_args()
     config = TrainConfig(**json.loads(args.train))
     rank = int(os.environ["RANK"])
@@ -308,7 +366,8 @@ def main() -> None:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" below means this process's GPU
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        train(UNetConfig(**json.loads(args.model)), config, args.shard_dir, args.run_dir, args.model_path)
+        train(UNetConfig(**json.loads(args.model)), config, args.shard_dir, args.run_dir, args.model_path,
+              Precision(**json.loads(args.precision)))
     finally:
         dist.destroy_process_group()
 

@@ -3,7 +3,9 @@
 Installs Debian's munge + slurmctld + slurmd + slurm-client when `sbatch` is missing (root and apt-get
 needed), writes /etc/slurm/slurm.conf for one node `localhost` with this machine's CPUs and memory, and
 runs munged, slurmctld and slurmd in the foreground as child processes, ended by PID on exit. State,
-spool, pid and log files live in a temporary folder. Without accounting (no slurmdbd) `sacct` cannot
+spool, pid and log files live in a temporary folder. The node has GPUS GPUs of GRES type GPU_TYPE backed
+by placeholder character devices (the major/minor of /dev/null) in that folder, declared in
+/etc/slurm/gres.conf: SLURM schedules them (--gpus, CUDA_VISIBLE_DEVICES) though there is no hardware. Without accounting (no slurmdbd) `sacct` cannot
 answer, so jobs stay visible to `squeue`/`scontrol` for MinJobAge = 600 s and the executor plugin must
 use `slurm-status-command: squeue`.
 
@@ -20,12 +22,15 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 CONF = Path("/etc/slurm/slurm.conf")
+GRES_CONF = Path("/etc/slurm/gres.conf")
+GPUS, GPU_TYPE = 2, "testgpu"
 MARKER = "# written by semcore tests/slurm_cluster.py; removed when its cluster stops"
 PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client"]
 DAEMONS = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol"]
@@ -131,10 +136,24 @@ class Cluster:
             f"SlurmdPidFile={r}/run/slurmd.pid",
             f"StateSaveLocation={r}/state",
             f"SlurmdSpoolDir={r}/spool",
-            f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.real_memory} State=UNKNOWN",
+            "GresTypes=gpu",
+            f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.real_memory} "
+            f"Gres=gpu:{GPU_TYPE}:{GPUS} State=UNKNOWN",
             "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
             "",
         ])
+
+    def gres_text(self) -> str:
+        return "\n".join([MARKER, "AutoDetect=off",
+                          f"NodeName=localhost Name=gpu Type={GPU_TYPE} File={self.root}/dev/nvidia[0-{GPUS - 1}]", ""])
+
+    def _make_gpu_devices(self) -> None:
+        """Placeholder GPUs: character devices 1:3 (as /dev/null); slurmd rejects plain files."""
+        (self.root / "dev").mkdir(parents=True, exist_ok=True)
+        for i in range(GPUS):
+            device = self.root / "dev" / f"nvidia{i}"
+            if not device.exists():
+                os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 
     def start(self, timeout: float = 90) -> "Cluster":
         self._lock = open(LOCK, "w")
@@ -142,9 +161,10 @@ class Cluster:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Unavailable(f"another SLURM test cluster holds {LOCK} on this machine") from None
-        if CONF.exists() and MARKER not in CONF.read_text(errors="replace"):
-            raise Unavailable(f"{CONF} exists and was not written by this test: not replacing a real cluster's "
-                              "configuration")
+        for conf in (CONF, GRES_CONF):
+            if conf.exists() and MARKER not in conf.read_text(errors="replace"):
+                raise Unavailable(f"{conf} exists and was not written by this test: not replacing a real "
+                                  "cluster's configuration")
         running = [n for n in ("slurmctld", "slurmd") if _pids_of(n)]
         if running or _port_in_use(6817) or _port_in_use(6818):
             what = ", ".join(running) or "ports 6817/6818 in use"
@@ -152,14 +172,17 @@ class Cluster:
         for sub in ("log", "run", "state", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         CONF.parent.mkdir(parents=True, exist_ok=True)
-        CONF.write_text(self.conf_text())
+        self._make_gpu_devices()
         self._wrote_conf = True
+        CONF.write_text(self.conf_text())
+        GRES_CONF.write_text(self.gres_text())
         started = time.monotonic()
         self._start_munge()
         self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
         self._spawn("slurmd", ["slurmd", "-D", "-N", "localhost"])
         self._wait_idle(timeout)
         self.log(f"[slurm] cluster up in {time.monotonic() - started:.1f} s: node localhost, {self.cpus} CPUs, "
+                 f"{GPUS} placeholder GPUs ({GPU_TYPE}), "
                  f"RealMemory={self.real_memory} MiB; daemons "
                  + ", ".join(f"{n} pid {p.pid}" for n, p in self.procs.items()))
         return self
@@ -235,8 +258,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if self._wrote_conf and CONF.exists() and MARKER in CONF.read_text(errors="replace"):
-            CONF.unlink()
+        for conf in (CONF, GRES_CONF):
+            if self._wrote_conf and conf.exists() and MARKER in conf.read_text(errors="replace"):
+                conf.unlink()
         if self._lock is not None:
             self._lock.close()
             self._lock = None

@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
@@ -106,3 +107,16 @@ def test_restarts_on_a_sample_then_refined_on_all_points_find_the_blobs():
     assert adjusted_rand_score(truth, result.labels) == 1
     full = cluster.kmeans(x, 6, n_init=3, points_per_centroid=None, seed=0)
     assert result.inertia == pytest.approx(full.inertia, rel=1e-4)
+
+
+def test_cluster_sums_equal_index_add_and_the_sorted_sums_used_on_cuda():
+    rng = np.random.default_rng(4)
+    x = torch.as_tensor(rng.normal(size=(5000, 16)), dtype=torch.float32)
+    labels = torch.as_tensor(rng.integers(0, 37, size=5000))
+    exact = np.zeros((37, 16))
+    np.add.at(exact, labels.numpy(), x.double().numpy())
+    on_cpu = cluster.cluster_sums(x, labels, 37)
+    assert torch.equal(on_cpu, torch.zeros(37, 16).index_add_(0, labels, x))  # the CPU path is unchanged
+    as_on_cuda = torch.zeros(37, 16).index_put_((labels,), x, accumulate=True)  # the CUDA path's reduction
+    np.testing.assert_allclose(as_on_cuda.numpy(), exact, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(on_cpu.numpy(), exact, rtol=1e-5, atol=1e-5)

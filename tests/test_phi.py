@@ -1,11 +1,16 @@
+import tarfile
+
 import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from semcore import phi, shards
 from semcore.model import UNetConfig, UNetFlex
+from semcore.runtime import Precision
 from semcore.sources import synthetic
 
 SIGMAS = [0.0, 0.2, 0.5]
@@ -38,25 +43,67 @@ def test_noise_averaged_means_average_the_draws(model):
     assert list(every) == model.config.block_names and torch.allclose(every["M"], noisy, atol=1e-6)
 
 
+def _write_one(model, paths, out, precision=Precision()):
+    phi.write_phi(model, paths, out, sigmas=SIGMAS, n_noise=4, seed=0, batch_images=7, device=torch.device("cpu"),
+                  metadata={"checkpoint_sha256": "abc", "seed": 0}, precision=precision)
+
+
 def _write(model, paths, out):
-    for path in paths:
-        name = path.split("/")[-1].removesuffix(".tar")
-        phi.write_phi(model, shards.read_batches([path], 7), out / f"{name}.parquet", sigmas=SIGMAS, n_noise=4,
-                      generator=phi.seeded_generator(0, name, torch.device("cpu")), device=torch.device("cpu"),
-                      metadata={"checkpoint_sha256": "abc", "seed": 0})
+    """One file per split, as φ's jobs group shards."""
+    for split in ("train", "test"):
+        _write_one(model, [p for p in paths if f"/{split}-" in p], out / f"{split}.parquet")
 
 
 def test_phi_files_have_the_schema_and_read_as_one_table(model, shard_paths, tmp_path):
     _write(model, shard_paths, tmp_path)
     schema = pq.read_schema(next(tmp_path.glob("*.parquet")))
     assert str(schema.field("phi").type) == "fixed_size_list<element: float>[16]"
-    assert {k: schema.metadata[k.encode()].decode() for k in ("block", "n_noise", "checkpoint_sha256")} == \
-        {"block": "M", "n_noise": "4", "checkpoint_sha256": "abc"}
+    recorded = {k: schema.metadata[k.encode()].decode()
+                for k in ("block", "n_noise", "checkpoint_sha256", "device", "autocast", "tf32")}
+    assert recorded == {"block": "M", "n_noise": "4", "checkpoint_sha256": "abc", "device": "cpu", "autocast": "none",
+                        "tf32": "False"}
     files = sorted(map(str, tmp_path.glob("*.parquet")))
     meta, values = phi.read_phi(files, 0.2)
     assert len(meta) == 40 and values.shape == (40, 16) and meta.key.is_unique
     count, sigmas = duckdb.sql(f"SELECT count(*), count(DISTINCT sigma) FROM '{tmp_path}/*.parquet'").fetchall()[0]
     assert (count, sigmas) == (40 * len(SIGMAS), len(SIGMAS))
+
+
+def test_rows_are_sorted_by_sigma_and_a_sigma_filter_reads_only_its_row_groups(model, shard_paths, tmp_path, monkeypatch):
+    monkeypatch.setattr(phi, "ROWS_PER_GROUP", 8)  # several row groups per σ
+    path = tmp_path / "train.parquet"
+    _write_one(model, [p for p in shard_paths if "/train-" in p], path)
+    table = pq.read_table(path)
+    assert table.column("sigma").to_pylist() == sorted(table.column("sigma").to_pylist())
+    keys = table.column("key").to_pylist()
+    assert keys[: len(keys) // len(SIGMAS)] * len(SIGMAS) == keys  # the same shard order at every σ
+    metadata = pq.ParquetFile(path).metadata
+    sigma = metadata.schema.names.index("sigma")
+    groups = [metadata.row_group(i).column(sigma).statistics for i in range(metadata.num_row_groups)]
+    assert all(g.min == g.max for g in groups) and metadata.num_row_groups > len(SIGMAS)
+    fragment = next(ds.dataset(path).get_fragments())
+    selected = fragment.split_by_row_group(ds.field("sigma") == pa.scalar(0.2, pa.float64()))
+    assert sum(f.row_groups[0].num_rows for f in selected) == len(keys) // len(SIGMAS)
+    assert len(list(selected)) == sum(g.min == 0.2 for g in groups)
+
+
+def test_phi_does_not_depend_on_how_shards_are_grouped(model, shard_paths, tmp_path):
+    _write(model, shard_paths, tmp_path / "by_split")
+    for path in shard_paths:
+        _write_one(model, [path], tmp_path / "by_shard" / path.split("/")[-1].replace(".tar", ".parquet"))
+    for sigma in SIGMAS:
+        grouped = phi.read_phi(sorted(map(str, (tmp_path / "by_split").glob("*.parquet"))), sigma)
+        single = phi.read_phi(sorted(map(str, (tmp_path / "by_shard").glob("*.parquet"))), sigma)
+        assert grouped[0].key.tolist() == single[0].key.tolist() and np.array_equal(grouped[1], single[1])
+
+
+def test_bf16_autocast_is_applied_and_recorded(model, shard_paths, tmp_path):
+    _write_one(model, shard_paths[:1], tmp_path / "fp32.parquet")
+    _write_one(model, shard_paths[:1], tmp_path / "bf16.parquet", Precision(autocast="bf16"))
+    assert pq.read_schema(tmp_path / "bf16.parquet").metadata[b"autocast"] == b"bf16"
+    fp32, bf16 = (phi.read_phi([str(tmp_path / f"{name}.parquet")], 0.2)[1] for name in ("fp32", "bf16"))
+    assert bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)
+    assert np.allclose(fp32, bf16, rtol=0.05, atol=0.05 * np.abs(fp32).max())
 
 
 def test_phi_is_bit_identical_across_runs(model, shard_paths, tmp_path):
@@ -79,12 +126,9 @@ def test_block_means_cover_every_block_image_and_sigma(model, shard_paths, tmp_p
     assert widths == {"E1": 4, "E2": 8, "M": 16, "D2": 8}
 
 
-def test_a_failed_write_leaves_no_file(model, tmp_path):
-    def broken_batches():
-        yield [{"key": "a", "split": "train", "label": 0}], torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
-        raise OSError("disk gone")
-
-    with pytest.raises(OSError):
-        phi.write_phi(model, broken_batches(), tmp_path / "x.parquet", sigmas=[0.0], n_noise=1,
-                      generator=torch.Generator(), device=torch.device("cpu"), metadata={})
-    assert list(tmp_path.iterdir()) == []
+def test_a_failed_write_leaves_no_file(model, shard_paths, tmp_path):
+    broken = tmp_path / "train-000009.tar"
+    broken.write_bytes(b"not a tar archive" * 100)
+    with pytest.raises(tarfile.ReadError):  # after the first shard's φ went to the temporary files
+        _write_one(model, [shard_paths[0], str(broken)], tmp_path / "out" / "x.parquet")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 import torch
 import webdataset as wds
 from PIL import Image
@@ -94,3 +95,30 @@ def test_images_by_key_and_factors_come_back_from_the_shards(tmp_path):
     factors = shards.factor_table(manifest)
     assert factors.loc[keys[0], "background"] == items[keys[0]].factors["background"]
     assert set(factors.foreground) <= {"none", "disk", "square", "triangle", "ring"}
+
+
+def _digests(images: torch.Tensor) -> list[str]:
+    return [hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in images]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 4 workers on a 2-core machine
+def test_loader_workers_share_out_the_shards_and_repeat_for_a_seed(tmp_path):
+    shards.write_shards(synthetic(80, 0, 16), tmp_path, **{**OPTIONS, "test_fraction": 0.0, "samples_per_shard": 20})
+    everything = sorted(d for _, images in shards.read_batches(shards.shard_paths(tmp_path, "train"), 20)
+                        for d in _digests(images))
+    assert len(set(everything)) == 80
+
+    def first(n_batches, seed=0, workers=2, shuffle_buffer=1):
+        stream = shards.batches(tmp_path, "train", 10, seed=seed, shuffle_buffer=shuffle_buffer, workers=workers)
+        return [next(stream) for _ in range(n_batches)]
+
+    for workers in (0, 2):  # one epoch (80 images, no shuffle buffer): each image once
+        assert sorted(_digests(torch.cat(first(8, workers=workers)))) == everything
+    epoch = first(8)  # the loader takes the workers' batches in turn
+    worker_0, worker_1 = (set(_digests(torch.cat(epoch[w::2]))) for w in (0, 1))
+    assert len(worker_0) == len(worker_1) == 40 and not worker_0 & worker_1
+
+    a, b = first(12, seed=3, shuffle_buffer=30), first(12, seed=3, shuffle_buffer=30)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(torch.cat(a), torch.cat(first(12, seed=4, shuffle_buffer=30)))
+    assert next(shards.batches(tmp_path, "train", 10, seed=0, workers=8)).shape == (10, 3, 16, 16)  # 4 shards: 4 workers

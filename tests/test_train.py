@@ -1,3 +1,4 @@
+import itertools
 import json
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import yaml
 from snakemake.utils import validate
 
 from semcore import scenes, shards
+from semcore import train as train_module
 from semcore.model import UNetConfig, UNetFlex
 from semcore.sources import synthetic
 from semcore.config import train_config
+from semcore.runtime import Precision
 from semcore.train import TrainConfig, denoising_loss, launch, learning_rate, sample_sigmas, train, weights_digest
 
 from conftest import REPO
@@ -201,3 +204,66 @@ def test_the_imagenet64_config_is_the_papers_recipe():
         print(f"epoch {epoch:4d} (step {step:9,d}): lr {lr:.3e}")
         assert lr == pytest.approx(1e-3 * 0.5 ** min(epoch // 100, 9))
     assert learning_rate(recipe, 100 * per_epoch - 1) == 1e-3  # the whole 100th epoch still at the first lr
+
+
+def _records(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_bf16_autocast_trains_and_a_run_resumes_in_another_precision(shard_dir, tmp_path):
+    run, model_path = tmp_path / "run", tmp_path / "model.pt"
+    config = TrainConfig(steps=60, batch_size=16, log_every=10, eval_every=60, checkpoint_every=30, eval_images=16,
+                         lr=3e-3)
+    train(MODEL, config, shard_dir, run, model_path, Precision(autocast="bf16"))
+    losses = [r["loss"] for r in _records(run) if r["kind"] == "train"]
+    assert losses[-1] < 0.5 * losses[0]
+    options = json.loads((run / "options.json").read_text())
+    assert options["runtime"]["autocast"] == "bf16"
+
+    snapshot = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save(snapshot | {"step": 30}, run / "checkpoint.pt")  # as if killed after step 30
+    train(MODEL, config, shard_dir, run, model_path, Precision(autocast="none"))  # precision is not in the hash
+    records = _records(run)
+    assert [r["step"] for r in records if r["kind"] == "resume"] == [30]
+    assert [(r["step"], r["autocast"]) for r in records if r["kind"] == "runtime"] == [(0, "bf16"), (30, "none")]
+
+
+def test_a_resumed_run_draws_new_noise_reproducibly(shard_dir, tmp_path, monkeypatch):
+    """The noise z of each step, as denoising_loss draws it: a resumed run does not replay its start's."""
+    drawn = []
+
+    def recording(model, x, sigmas, weighting, generator):
+        replay = torch.Generator().set_state(generator.get_state())
+        drawn.append(torch.empty_like(x).normal_(generator=replay))
+        return denoising_loss(model, x, sigmas, weighting, generator)
+
+    monkeypatch.setattr(train_module, "denoising_loss", recording)
+    run, config = tmp_path / "run", TrainConfig(steps=4, batch_size=8, checkpoint_every=2, eval_images=8)
+    train(MODEL, config, shard_dir, run, tmp_path / "model.pt")
+    from_start, drawn[:] = drawn[:], []
+    snapshot = torch.load(run / "checkpoint.pt", weights_only=True)
+    for _ in range(2):  # resumed at step 2, twice
+        torch.save(snapshot | {"step": 2}, run / "checkpoint.pt")
+        train(MODEL, config, shard_dir, run, tmp_path / "model.pt")
+    first_resume, second_resume = drawn[:2], drawn[2:]
+    assert len(from_start) == 4 and len(first_resume) == 2
+    assert not any(torch.equal(z, z0) for z in first_resume for z0 in from_start)
+    assert all(torch.equal(a, b) for a, b in zip(first_resume, second_resume))
+
+
+def test_a_non_finite_loss_between_checks_keeps_the_checkpoint_before_it(shard_dir, tmp_path, monkeypatch):
+    """Losses are read back every 5 steps here: a NaN at step 7 is found at step 10, and the step-5
+    checkpoint, written after steps 1–5 were checked, stays on disk."""
+    calls = itertools.count(1)
+
+    def poisoned(*args, **kwargs):
+        loss = denoising_loss(*args, **kwargs)
+        return loss * float("nan") if next(calls) == 7 else loss
+
+    monkeypatch.setattr(train_module, "denoising_loss", poisoned)
+    config = TrainConfig(steps=20, batch_size=8, log_every=5, checkpoint_every=5, eval_images=8)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 7 .*found at step 10.*step 5\) is kept"):
+        train(MODEL, config, shard_dir, tmp_path, tmp_path / "model.pt")
+    snapshot = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert snapshot["step"] == 5 and all(torch.isfinite(p).all() for p in snapshot["model"].values())
+    assert [r["step"] for r in _records(tmp_path) if r["kind"] == "train"] == [5]

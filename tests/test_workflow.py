@@ -36,10 +36,11 @@ def test_outputs_open_with_standard_tools(finished_run):
     assert options["train"]["steps"] == 30
 
 
-def test_phi_per_shard_and_the_statistics_read_back(finished_run):
+def test_phi_per_job_and_the_statistics_read_back(finished_run):
     results = finished_run / "results" / "tiny"
     shard_names = sorted(p.stem for p in (results / "shards").glob("*.tar"))
-    assert sorted(p.stem for p in (results / "phi").glob("*.parquet")) == shard_names
+    assert shard_names == ["test-000000", "train-000000", "train-000001"]  # phi.shards_per_job 8: a file per split
+    assert sorted(p.stem for p in (results / "phi").glob("*.parquet")) == ["test-000000-000000", "train-000000-000001"]
     phi = pd.read_parquet(results / "phi")
     assert len(phi) == 240 * 3 and set(phi.sigma.round(3)) == {0.0, 0.1, 0.5}
     assert phi.phi.map(len).eq(32).all()
@@ -98,12 +99,12 @@ STATS = {"sparsity", "stability", "selectivity", "subspaces", "factors"}
 
 def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it(finished_run, tiny_config):
     assert planned_jobs(finished_run) == {}
-    n_shards = len(list((finished_run / "results" / "tiny" / "shards").glob("*.tar")))
+    n_phi_jobs = len(list((finished_run / "results" / "tiny" / "phi").glob("*.parquet")))
     try:
         tiny_config["phi"]["sigmas"] = [0.0, 0.1, 0.3]
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
-        assert planned["phi"] == n_shards and planned["block_means"] == 1 and STATS <= set(planned)
+        assert planned["phi"] == n_phi_jobs and planned["block_means"] == 1 and STATS <= set(planned)
         assert planned["kmeans"] == 1 and planned["probe"] == 1  # φ's; the baselines do not depend on φ
         assert not {"shard", "train", "untrained_model", "phi_untrained"} & set(planned)
         tiny_config["phi"]["sigmas"] = TINY_CONFIG["phi"]["sigmas"]
@@ -113,7 +114,7 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         tiny_config["train"]["lr"] = 5e-4
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
-        assert "shard" not in planned and planned["train"] == 1 and planned["phi"] == n_shards
+        assert "shard" not in planned and planned["train"] == 1 and planned["phi"] == n_phi_jobs
         tiny_config["data"]["samples_per_shard"] = 32
         write_config(finished_run, tiny_config)
         assert {"shard", "train"} <= set(planned_jobs(finished_run))
@@ -206,7 +207,7 @@ def test_the_whole_workflow_runs_on_an_imported_authors_model(tmp_path, tiny_con
     assert set(log.kind) == {"import", "eval"} and (log.step == 0).all()
 
     # φ at σ = 0 is the published network's middle-block means of the image, computed here independently.
-    phi = pd.read_parquet(results / "phi" / "test-000000.parquet")
+    phi = pd.read_parquet(results / "phi" / "test-000000-000000.parquet")
     first = phi[phi.sigma == 0].iloc[0]
     sample = next(s for s in wds.WebDataset(str(results / "shards" / "test-000000.tar"), shardshuffle=False).decode("rgb8")
                   if s["__key__"] == first.key)

@@ -1,4 +1,4 @@
-"""Adapter for rules `phi` (one shard → φ of the middle block) and `block_means` (a subset → ā of every block)."""
+"""Adapter for rules `phi` (consecutive shards → φ of the middle block) and `block_means` (a subset → ā of every block)."""
 import hashlib
 import logging
 import sys
@@ -8,7 +8,7 @@ import torch
 
 from semcore import phi, shards
 from semcore.model import UNetFlex
-from semcore.runtime import resolve_device
+from semcore.runtime import Precision, resolve_device
 
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -16,13 +16,18 @@ torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
 device = resolve_device(p.device)
+precision = Precision(**p.precision)
+precision.apply(device)
 model = UNetFlex.from_pretrained(snakemake.input.model, map_location=device).to(device, memory_format=torch.channels_last)
 checkpoint_sha256 = hashlib.sha256(Path(snakemake.input.model).read_bytes()).hexdigest()
-shard_input = snakemake.input.shards  # one path for `phi`, a list for `block_means`
+shard_input = snakemake.input.shards  # Snakemake gives a single path as a string, several as a list
 paths = [shard_input] if isinstance(shard_input, str) else sorted(shard_input)
-batches = shards.read_batches(paths, p.batch_images, limit=p.max_images)
+metadata = dict(checkpoint_sha256=checkpoint_sha256, seed=p.seed, shards=",".join(Path(s).name for s in paths))
 
-write = phi.write_block_means if p.all_blocks else phi.write_phi
-write(model, batches, snakemake.output[0], sigmas=p.sigmas, n_noise=p.n_noise, device=device,
-      generator=phi.seeded_generator(p.seed, Path(paths[0]).stem, device),
-      metadata=dict(checkpoint_sha256=checkpoint_sha256, seed=p.seed, shards=",".join(Path(s).name for s in paths)))
+if p.all_blocks:
+    phi.write_block_means(model, shards.read_batches(paths, p.batch_images, limit=p.max_images), snakemake.output[0],
+                          sigmas=p.sigmas, n_noise=p.n_noise, device=device, metadata=metadata, precision=precision,
+                          generator=phi.seeded_generator(p.seed, Path(paths[0]).stem, device))
+else:
+    phi.write_phi(model, paths, snakemake.output[0], sigmas=p.sigmas, n_noise=p.n_noise, seed=p.seed,
+                  batch_images=p.batch_images, device=device, metadata=metadata, precision=precision)

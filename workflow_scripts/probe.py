@@ -14,6 +14,7 @@ meta, x = read_features(snakemake.wildcards.features, snakemake.input.features, 
 # The label and the categorical factors: a probe per numeric factor's bins would cost more than it tells.
 factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.key.to_numpy()).select_dtypes(exclude="number")
 train = (meta.split == "train").to_numpy()
+x = scores.probe_features(x, train, p.seed)
 rows = []
 for target, values in scores.semantic_targets(meta.label, factors).items():
     values = values.to_numpy()

@@ -1,12 +1,17 @@
 """Adapter for rule `sparsity`: per-image PR of every block's channel means (paper fig. 1)."""
 import sys
 
+import pyarrow.parquet as pq
+
 from semcore import figures, stats
-from semcore.phi import read_block_means
 from semcore.shards import write_parquet
 
 sys.stderr = open(snakemake.log[0], "w")
-table = stats.block_pr_table(read_block_means(snakemake.input.block_means), snakemake.params.sigma)
+sigma = snakemake.params.sigma
+# only the rows at stats.sigma, not the whole file
+at_sigma = pq.read_table(snakemake.input.block_means,
+                         filters=[("sigma", ">", sigma - 1e-6), ("sigma", "<", sigma + 1e-6)])
+table = stats.block_pr_table(at_sigma, sigma)
 write_parquet(table, snakemake.output.table)
-figures.block_pr_histograms(table, snakemake.params.sigma, snakemake.output.figure)
+figures.block_pr_histograms(table, sigma, snakemake.output.figure)
 print(table.groupby("block", sort=False).pr.mean().to_string(), file=sys.stderr)

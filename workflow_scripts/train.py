@@ -1,6 +1,7 @@
 """Adapter for rule `train`: shards → trained denoiser (resuming a killed run) + training curve; or, with
 model.pretrained, the imported network in its place."""
 import logging
+import os
 import sys
 
 import pandas as pd
@@ -8,7 +9,7 @@ import torch
 
 from semcore import figures
 from semcore.model import UNetConfig
-from semcore.runtime import resolve_device
+from semcore.runtime import Precision, resolve_device
 from semcore.train import TrainConfig, import_pretrained, launch, read_log, train
 
 sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed run keeps the killed run's log
@@ -24,16 +25,19 @@ else:
     manifest = pd.read_parquet(snakemake.input.manifest, columns=["split", "status"])
     train_images = int(((manifest.split == "train") & (manifest.status == "written")).sum())
     config = config.in_steps(train_images)
+    precision = Precision(**p.precision)  # bf16 autocast, TF32, cuDNN benchmark: recorded in the run directory
     logging.info("%d training images, batch %d: %d steps per epoch; %d steps, lr halved every %d",
                  train_images, config.batch_size, config.steps_per_epoch(train_images), config.steps,
                  config.lr_halve_every)
-    # One DDP process per GPU the job was given (the `gpu` resource a cluster profile sets); train.processes,
-    # when set, overrides it, e.g. to run several gloo processes on a CPU.
-    on_gpu = resolve_device(config.device).type == "cuda"
-    processes = config.processes or (max(1, snakemake.resources.gpu) if on_gpu else 1)
+    # One DDP process per GPU the job was given (the `gpu` resource a cluster profile sets; gloo processes
+    # where the job runs on the CPU on purpose, device: cpu); train.processes, when set, overrides it.
+    processes = config.processes or max(1, snakemake.resources.gpu)
+    logging.info("job: %d thread(s), %d GPU(s) (CUDA_VISIBLE_DEVICES=%s), device %s: %d process(es)",
+                 snakemake.threads, snakemake.resources.gpu, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+                 resolve_device(config.device), processes)
     if processes > 1:
         launch(processes, model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model,
-               threads=snakemake.threads)
+               threads=snakemake.threads, precision=precision)
     else:
-        train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model)
+        train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model, precision)
 figures.training_curve(read_log(p.run_dir), snakemake.output.curve)

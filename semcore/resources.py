@@ -1,0 +1,125 @@
+"""Memory (mem_mb) of the analysis rules, from the config and the number of images: plain functions, no
+torch, no Snakemake, so the rules declare their memory with them and tests/test_memory.py checks them,
+for configs/imagenet64-cluster.yaml, against peaks measured at two small sizes and extrapolated.
+
+A job asks for base + copies × `held_bytes`: the bytes it holds at its peak as this code reads and
+computes (its arrays, their temporary copies, Parquet's decoding buffers), counted from the config.
+Buffers bounded by a chunk size (a Parquet row group, 1,024 images, a sample of rows) are counted as
+such, so that a fit at small sizes, where they are as large as the data, extrapolates to full size.
+"""
+
+from __future__ import annotations
+
+import math
+
+MB = 2**20
+# Bytes of one row in pandas: a (key, split, label) row of an image; a manifest row (key, origin, label,
+# shard, status…); an output row keyed by image (key, block, σ, value); a decoded image's metadata dict.
+META_ROW, MANIFEST_ROW, OUTPUT_ROW, IMAGE_META = 100, 500, 150, 1000
+# Parquet row groups of φ and block-means files (semcore.phi.ROWS_PER_GROUP), and how many row groups'
+# bytes decoding holds at once (measured reading φ: 8 MB of it in one row group peaks at +65 MB).
+ROWS_PER_GROUP, DECODING_GROUPS = 8192, 6
+# Sizes from semcore.scores (the probe's dimensions and PCA sample), semcore.cluster (k-means' restarts
+# sample and distance chunk) and workflow_scripts/neighbours.py (images per batch); not imported, as
+# they import scikit-learn or torch.
+PROBE_MAX_DIMS, PCA_FIT_ROWS = 512, 20_000
+POINTS_PER_CENTROID, DISTANCE_CHUNK = 256, 1 << 25
+NEIGHBOUR_BATCH = 1024
+
+# Above the measured intercepts (~0.2–0.6 GB: Python, numpy, pandas, torch) and slopes (measured MB per
+# MB held: 0.7–1.6, tests/test_memory.py), with a margin; the GPU rules' base also covers the CUDA
+# libraries' host memory (~1–3 GB), which no CPU measurement sees. block_means' activations (on the CPU)
+# are counted once per block output; the measured slope is ~4.5.
+BASE_MB = {"block_means": 4000, "kmeans": 4000, "untrained_model": 2000}
+DEFAULT_BASE_MB = 1000
+COPIES = {rule: 1.5 for rule in ("sparsity", "stability", "selectivity", "subspaces", "factors", "neighbours",
+                                  "kmeans", "probe", "semantic_scores")} | {"block_means": 6, "untrained_model": 0}
+
+
+def feature_width(config: dict, features: str) -> int:
+    """Values per image of a feature set: φ's channels, or the pixels."""
+    data = config["data"]
+    return data["channels"] * data["size"] ** 2 if features == "pixels" else config["model"]["channels"][-1]
+
+
+def block_channels(config: dict) -> list[int]:
+    """Channels of each block whose means block_means keeps: E1…En, M, Dn…D2."""
+    channels = config["model"]["channels"]
+    return channels + channels[1:-1]
+
+
+def activation_bytes(config: dict) -> int:
+    """float32 bytes of one image's block outputs at their resolution, encoder and decoder."""
+    channels, size = config["model"]["channels"], config["data"]["size"]
+    per_level = [c * (size // 2**level) ** 2 for level, c in enumerate(channels)]
+    return 4 * (2 * sum(per_level[:-1]) + per_level[-1])
+
+
+def decoding(rows: int, row_bytes: float) -> float:
+    """Parquet's buffers while decoding rows of row_bytes each."""
+    return DECODING_GROUPS * min(rows, ROWS_PER_GROUP) * row_bytes
+
+
+def reading(config: dict, features: str, n: int) -> tuple[float, float]:
+    """(peak, then held) bytes of reading n images' features. φ at one σ (semcore.phi.read_phi): the Arrow
+    table and its contiguous copy, the key table, decoding buffers of a file's row group. Pixels
+    (semcore.features.read_pixels): the batches and their concatenation, each image's metadata."""
+    width = feature_width(config, features)
+    held = n * (4 * width + META_ROW)
+    if features == "pixels":
+        return held + n * (4 * width + IMAGE_META), held
+    file_rows = min(n, config["phi"]["shards_per_job"] * config["data"]["samples_per_shard"])
+    return held + n * 4 * width + decoding(file_rows, 4 * width), held
+
+
+def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_classes: int = 0,
+               k: int = 0) -> float:
+    """Bytes a job of `rule` holds at its peak. n_images: the images of the run (rows of the manifest);
+    features, k: kmeans' and probe's feature set and number of clusters; n_classes: the labels (probe and
+    semantic_scores)."""
+    manifest = n_images * MANIFEST_ROW
+    n = min(n_images, config["cluster"]["max_images"] or n_images)  # clustered, probed, searched
+    blocks, block_images = block_channels(config), config["stats"]["block_means_images"]
+    block_sigmas = len(set(config["phi"]["sigmas"]) | {config["stats"]["stability_sigma"]})
+    block_row = 4 * sum(blocks) / len(blocks)  # a block-means row's list of means, on average
+    if rule == "sparsity":  # every block's means at one σ (read through all the file's row groups), PR per image
+        return (2 * block_images * 4 * sum(blocks) + decoding(block_images * block_sigmas * len(blocks), block_row)
+                + block_images * len(blocks) * OUTPUT_ROW)
+    if rule == "stability":  # one block's means at every σ; the cosines of every block
+        rows = block_images * block_sigmas
+        return 2 * rows * 4 * max(blocks) + decoding(rows * len(blocks), block_row) + rows * len(blocks) * OUTPUT_ROW
+    if rule in ("selectivity", "subspaces", "factors"):  # φ of every image at one σ, then a boolean per value
+        peak, held = reading(config, "phi", n_images)
+        return max(peak, held + n_images * feature_width(config, "phi")) + manifest
+    if rule == "neighbours":  # one φ file's σ or one batch of images at a time, and every image's key
+        file_rows = min(n, config["phi"]["shards_per_job"] * config["data"]["samples_per_shard"])
+        batch = max(reading(config, "phi", file_rows)[0], reading(config, "pixels", min(n, NEIGHBOUR_BATCH))[0])
+        return batch + n * META_ROW + manifest
+    peak, held = reading(config, features, n)
+    width = feature_width(config, features)
+    if rule == "kmeans":  # the restarts' sample (a copy when smaller than the data), norms, labels, distances
+        sample = POINTS_PER_CENTROID * k
+        extra = (sample * 4 * width if sample < n else 0) + n * 24 + min(n * k, DISTANCE_CHUNK) * 4
+        if config["cluster"]["normalize"]:
+            extra += n * 4 * width
+        return max(peak, held + extra) + manifest
+    if rule == "probe":  # PCA's sample and projection; the fit's float32 copies, float64 inputs, per-class arrays
+        dims = min(width, PROBE_MAX_DIMS)
+        pca = min(n, PCA_FIT_ROWS) * 4 * width + n * 4 * dims if width > PROBE_MAX_DIMS else 0
+        fit = n * dims * (4 + 4 + 8) + 3 * n * n_classes * 8  # on the (projected) features
+        return max(peak, held + pca, n * 4 * dims + fit) + manifest
+    if rule == "semantic_scores":  # one clustering's assignments at a time, and contingency tables
+        return n * OUTPUT_ROW + 3 * n_classes * max(config["cluster"]["ks"]) * 8 + manifest
+    if rule == "block_means":  # host memory: the activations of a forward batch when it runs on the CPU
+        if config["device"] != "cpu":
+            return 0
+        return config["phi"]["batch_images"] * config["phi"]["n_noise"] * activation_bytes(config)
+    if rule == "untrained_model":
+        return 0
+    raise ValueError(f"no memory model for rule {rule!r}")
+
+
+def mem_mb(rule: str, config: dict, n_images: int, features: str = "phi", n_classes: int = 0, k: int = 0) -> int:
+    """The memory a job of `rule` asks for, in MB."""
+    held = held_bytes(rule, config, n_images, features, n_classes, k)
+    return math.ceil(BASE_MB.get(rule, DEFAULT_BASE_MB) + COPIES[rule] * held / MB)
