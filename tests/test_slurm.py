@@ -227,8 +227,8 @@ def test_tiny_workflow_runs_through_slurm_and_matches_the_local_run(cluster, req
     pd.testing.assert_frame_equal(pd.read_parquet(remote / "manifest.parquet"),
                                   pd.read_parquet(local / "manifest.parquet"))
     options_r, options_l = (json.loads((d / "model" / "options.json").read_text()) for d in (remote, local))
-    strip = lambda o: {k: v for k, v in o.items() if k not in ("data", "hash")}  # data: shard mtimes
-    assert strip(options_r) == strip(options_l)
+    strip = lambda o: {k: v for k, v in o.items() if k not in ("data", "hash", "runtime")}  # data: shard mtimes
+    assert strip(options_r) == strip(options_l) and options_r["runtime"]["processes"] == GPUS
     assert [f[:2] for f in options_r["data"]] == [f[:2] for f in options_l["data"]]  # names and sizes
     model_r, model_l = (torch.load(d / "model" / "model.pt", weights_only=True) for d in (remote, local))
     assert model_r["config"] == model_l["config"]
