@@ -112,6 +112,13 @@ def run_snakemake(workdir: Path, *args: str) -> tuple[int, str]:
     return rc, (workdir / "snakemake.out").read_text()
 
 
+def job_logs(workdir: Path, chars: int = 3000) -> str:
+    """The end of every rule log and SLURM job log of the run: what a failed job said."""
+    logs = sorted([*(workdir / "results").rglob("logs/**/*.log"),
+                   *(workdir / ".snakemake" / "slurm_logs").rglob("*.log")])
+    return "\n".join(f"--- {p.relative_to(workdir)} ---\n{p.read_text(errors='replace')[-chars:]}" for p in logs)
+
+
 def scontrol_jobs() -> dict[str, dict[str, str]]:
     """{job id: fields} of the jobs slurmctld still holds (finished ones for MinJobAge = 600 s)."""
     out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=30).stdout
@@ -156,7 +163,7 @@ def test_tiny_workflow_runs_through_slurm_and_matches_the_local_run(cluster, req
                             for chunk in (names[i:i + per_job] for i in range(0, len(names), per_job))]
         rc, out = run_snakemake(workdir, "--workflow-profile", str(profile), "--verbose", *targets)
         assert rc == 0, (f"snakemake {' '.join(targets)} through SLURM: {rc}\n{out[-6000:]}\n"
-                         f"--- slurmctld ---\n{cluster.tail('slurmctld')}")
+                         f"--- slurmctld ---\n{cluster.tail('slurmctld')}\n{job_logs(workdir)}")
         steps.append(out)
     elapsed = time.monotonic() - started
 
