@@ -1,0 +1,34 @@
+"""Adapter for rule `gist_classifier`: the gist classifier trained on the train split, its test accuracy per
+head against chance."""
+import logging
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from semcore import gist
+from semcore.shards import write_parquet
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+torch.set_num_threads(snakemake.threads)
+
+p = snakemake.params
+config = gist.GistConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, hue_bins=p.hue_bins, seed=p.seed,
+                         width=p.width)
+manifest = pd.read_parquet(snakemake.input.manifest)
+truth, classes = gist.gist_targets(manifest, config.hue_bins)
+keys, images = gist.split_images(snakemake.input.shards, manifest, "train", p.max_train_images, config.seed)
+logging.info("%s; %d train images %s; heads %s", config, len(keys), tuple(images.shape[1:]),
+             {name: len(names) for name, names in classes.items()})
+
+began = time.perf_counter()
+net = gist.train(images, torch.from_numpy(truth.loc[keys].to_numpy()), classes, config)
+logging.info("trained in %.1f s on %d thread(s)", time.perf_counter() - began, snakemake.threads)
+net.save(snakemake.output.classifier)
+
+keys, images = gist.split_images(snakemake.input.shards, manifest, "test", p.max_test_images, config.seed)
+table = gist.accuracy(gist.predict(net, images).set_axis(keys), truth.loc[keys])
+write_parquet(table, snakemake.output.accuracy)
+print(table.to_string(float_format="%.3f"), file=sys.stderr)

@@ -1,0 +1,49 @@
+"""Adapter for rule `gist_scores`: the gist classifier's verdict on the self-guided and unconditional samples
+(agreement with each conditioner's class) and their KID against real test images."""
+import logging
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from semcore import gist
+from semcore.sample import decode_png
+from semcore.shards import images_by_key, write_parquet
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+torch.set_num_threads(snakemake.threads)
+
+p = snakemake.params
+net = gist.GistNet.load(snakemake.input.classifier)
+manifest = pd.read_parquet(snakemake.input.manifest)
+truth, _ = gist.gist_targets(manifest, net.config.hue_bins)
+labels = manifest[manifest.status == "written"].set_index("key").label
+
+samples = pq.read_table(snakemake.input.samples, columns=["method", "target", "key", "sample_id", "png"]).to_pandas()
+sample_images = torch.from_numpy(np.stack([decode_png(png) for png in samples.png])).permute(0, 3, 1, 2)
+conditioner_keys = list(samples.key.unique())
+found = images_by_key(snakemake.input.shards, manifest, conditioner_keys)
+conditioner_images = torch.from_numpy(np.stack([found[k] for k in conditioner_keys])).permute(0, 3, 1, 2)
+# Real test images, the conditioners left out: the guided samples copy them, they are no independent reference.
+test_keys, test_images = gist.split_images(snakemake.input.shards, manifest[~manifest.key.isin(conditioner_keys)],
+                                           "test", p.max_test_images, p.seed)
+logging.info("%d samples (%s) of %d targets; %d real test images", len(samples),
+             samples.method.value_counts().to_dict(), len(conditioner_keys), len(test_keys))
+
+table = gist.agreement(samples, gist.predict(net, sample_images), truth, labels,
+                       gist.predict(net, test_images).set_axis(test_keys),
+                       gist.predict(net, conditioner_images).set_axis(conditioner_keys),
+                       max_real=p.max_real_same_class, seed=p.seed)
+write_parquet(table, snakemake.output.agreement)
+gist.agreement_figure(table, snakemake.output.figure)
+print(table[table.target.isna()].pivot(index="head", columns="measure", values="value").to_string(float_format="%.3f"),
+      file=sys.stderr)
+
+sample_features = gist.features(net, sample_images)
+quality = gist.kid({method: sample_features[(samples.method == method).to_numpy()]
+                    for method in samples.method.unique()}, gist.features(net, test_images), p.kid_subsets, p.seed)
+write_parquet(quality, snakemake.output.quality)
+print(quality.to_string(float_format="%.4g"), file=sys.stderr)
