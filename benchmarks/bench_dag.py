@@ -1,8 +1,8 @@
 """How fast Snakemake plans an ImageNet-size run: configs/imagenet64-cluster.yaml with ~1,000 shards.
 
 Sharding 1.28M images is what `shard` does on a cluster; here its outputs are stood in for by empty
-files with the right names (1,001 train + test shards, a manifest, a trained model), so the dry run sees
-the DAG a real run sees after the checkpoint. Prints the wall time of `snakemake -n` and the job counts.
+files with the right names (1,001 train + test shards, a trained model) and a manifest of the right
+rows, so the dry run sees the DAG a real run sees after the checkpoint. Prints the wall time of `snakemake -n` and the job counts.
 Usage: python benchmarks/bench_dag.py [--images 1281167]
 """
 
@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +39,14 @@ def imagenet_workdir(root: Path, images: int) -> tuple[Path, int]:
     for split, n in counts.items():
         for i in range(n):
             (results / "shards" / f"{split}-{i:06d}.tar").touch()
-    for path in ("manifest.parquet", "model/model.pt", "model/untrained.pt"):
-        (results / path).touch()
+    # The manifest's columns the planning reads: the split and status of each image (a schedule in epochs
+    # becomes steps with the training images) and its label (the probe's classes).
+    test = round(images * test_fraction)
+    pd.DataFrame({"split": pd.Categorical(["train"] * (images - test) + ["test"] * test),
+                  "status": pd.Categorical(["written"] * images),
+                  "label": np.arange(images, dtype=np.int32) % 1000}).to_parquet(results / "manifest.parquet")
+    (results / "model" / "model.pt").touch()
+    (results / "model" / "snapshots").mkdir()
     return root, sum(counts.values())
 
 

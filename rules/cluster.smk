@@ -1,65 +1,34 @@
 # Is Euclidean distance in φ space semantic? k-means clusters and nearest neighbours of φ, and how well
 # clusters and a linear probe recover labels and scene factors, each against two baselines computed the
-# same way: raw pixels, and φ of the untrained network (same architecture, same seed).
+# same way: raw pixels, and φ of the untrained network (training's step-0 snapshot: same architecture,
+# same seed).
 
 CLUSTER = config["cluster"]
 FEATURE_SETS = feature_set_names(CLUSTER["sigmas"])
 
 
-def feature_files(wildcards):
-    """φ files of the trained or untrained network, or the shards themselves for pixels: of the shards
-    that hold the first cluster.max_images images (all shards when null), so only those get untrained φ;
-    φ files are whole jobs' (phi.shards_per_job shards), those that start among these shards."""
-    kind, _ = parse_feature_set(wildcards.features)
+def clustered_chunks():
+    """φ's jobs (phi.shards_per_job shards each) that start among the shards holding the first
+    cluster.max_images images (all shards when null): only those get φ of the snapshots."""
     shards = shard_names()
     if CLUSTER["max_images"]:
         shards = shards[: math.ceil(CLUSTER["max_images"] / config["data"]["samples_per_shard"])]
-    if kind == "pixels":
-        return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=shards)
-    folder = {"phi": "phi", "untrained": "phi_untrained"}[kind]
     first_shards = set(shards)
-    chunks = [chunk for chunk in phi_chunks() if chunk.rsplit("-", 1)[0] in first_shards]
-    return expand(f"{RESULTS}/{folder}/{{chunk}}.parquet", chunk=chunks)
+    return shards, [chunk for chunk in phi_chunks() if chunk.rsplit("-", 1)[0] in first_shards]
 
 
-rule untrained_model:
-    input:
-        code=script_code("untrained_model"),
-    output:
-        model=f"{RESULTS}/model/untrained.pt",
-    params:
-        model=semcore_config.architecture(config),
-        in_channels=config["data"]["channels"],
-        seed=config["train"]["seed"],
-    log:
-        f"{RESULTS}/logs/untrained_model.log",
-    threads: 1
-    resources:
-        mem_mb=analysis_mem_mb("untrained_model"),
-        runtime=10,
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow_scripts/untrained_model.py"
+def clustered_phi_files(folder):
+    """The φ files in `folder` (phi, or a snapshot's under phi_snapshots) of the clustered images."""
+    return expand(f"{RESULTS}/{folder}/{{chunk}}.parquet", chunk=clustered_chunks()[1])
 
 
-use rule phi as phi_untrained with:
-    input:
-        shards=chunk_shards,
-        model=rules.untrained_model.output.model,
-        code=script_code("phi"),
-    output:
-        f"{RESULTS}/phi_untrained/{{chunk}}.parquet",
-    params:
-        sigmas=CLUSTER["sigmas"],
-    log:
-        f"{RESULTS}/logs/phi_untrained/{{chunk}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/phi_untrained/{{chunk}}.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=phi_runtime(CLUSTER["sigmas"]),
-        gpu=1,
+def feature_files(wildcards):
+    """φ files of the trained or untrained network (training's step 0), or the shards themselves for
+    pixels, of the clustered images."""
+    kind, _ = parse_feature_set(wildcards.features)
+    if kind == "pixels":
+        return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=clustered_chunks()[0])
+    return clustered_phi_files("phi" if kind == "phi" else "phi_snapshots/step-000000")
 
 
 rule kmeans:

@@ -86,6 +86,24 @@ def written_manifest():
     return path if path.exists() and path.stat().st_size else None
 
 
+def training_images():
+    """Images of the train split (once `shard` has run): a schedule in epochs needs them; in steps, not."""
+    if config["train"].get("epochs") is None:
+        return 1
+    manifest = Path(checkpoints.shard.get().output.manifest)
+    return manifest_training_images(manifest, manifest.stat().st_mtime_ns)
+
+
+@functools.cache
+def manifest_training_images(manifest, mtime_ns):
+    return semcore_config.training_images(manifest)
+
+
+def final_step():
+    """The last training step (its φ is the trained network's); None with model.pretrained."""
+    return semcore_config.final_step(config, training_images())
+
+
 def images_in_run():
     """Rows of the manifest (every input image), from its Parquet footer; 0 until it is written."""
     import pyarrow.parquet as pq
@@ -111,7 +129,7 @@ def analysis_mem_mb(rule_name):
     from semcore import resources
 
     def mem_mb(wildcards):
-        n_classes = label_count() if rule_name in ("probe", "semantic_scores") else 0
+        n_classes = label_count() if rule_name in ("probe", "semantic_scores", "emergence_step") else 0
         return resources.mem_mb(rule_name, config, images_in_run(), wildcards.get("features", "phi"), n_classes,
                                 int(wildcards.get("k", 0)))
 

@@ -1,6 +1,7 @@
 # φ(x_σ) = E_z[ā_mid(x + σz)] for every image, one job per phi.shards_per_job consecutive shards of a
-# split (parallel on a cluster); and the noise-averaged means of every block on a subset of test images,
-# the input of per-block analyses.
+# split (parallel on a cluster); the noise-averaged means of every block on a subset of test images, the
+# input of per-block analyses; and φ of the weights training kept at earlier steps (step 0: the untrained
+# network), on the clustered images at cluster.sigmas: the baseline and the emergence over training.
 
 # Seconds of GPU per forward pass of one 64×64 image through the paper's encoder and middle block, with a
 # ~3× margin (a 1,280-image shard at 20 σ × 20 draws, ~490k passes, is ~6–15 s of work): sizes φ's runtime.
@@ -65,6 +66,7 @@ rule phi:
         seed=config["phi"]["seed"],
         batch_images=config["phi"]["batch_images"],
         all_blocks=False,
+        snapshot=None,
         device=config["device"],
         precision=config["precision"],
     log:
@@ -96,6 +98,7 @@ rule block_means:
         batch_images=config["phi"]["batch_images"],
         max_images=config["stats"]["block_means_images"],
         all_blocks=True,
+        snapshot=None,
         device=config["device"],
         precision=config["precision"],
     log:
@@ -111,3 +114,26 @@ rule block_means:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/phi.py"
+
+
+use rule phi as phi_snapshot with:
+    input:
+        shards=chunk_shards,
+        model=rules.train.output.snapshots,
+        code=script_code("phi"),
+    output:
+        f"{RESULTS}/phi_snapshots/step-{{step}}/{{chunk}}.parquet",
+    wildcard_constraints:
+        step=r"\d+",
+        chunk=r"(train|test)-\d{6}-\d{6}",
+    params:
+        sigmas=config["cluster"]["sigmas"],
+        snapshot=lambda wildcards: semcore_config.snapshot_name(int(wildcards.step)),
+    log:
+        f"{RESULTS}/logs/phi_snapshots/step-{{step}}/{{chunk}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/phi_snapshots/step-{{step}}/{{chunk}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=phi_runtime(config["cluster"]["sigmas"]),
+        gpu=1,

@@ -3,6 +3,8 @@
 # It trains with one torch DDP process per GPU of the job: `gpu`, raised in a cluster profile
 # (set-resources: train: gpu: 4); threads and memory grow with it. train.batch_size stays the global
 # batch; train.processes, when set, fixes the process count instead (e.g. 2 gloo processes on a CPU).
+# The weights are kept at step 0 (the untrained network: the baseline), every train.snapshot_every steps
+# and at the end, in model/snapshots/: the emergence analysis reads them.
 # With model.pretrained, `train` imports that network instead (this package's format or the authors').
 
 
@@ -21,6 +23,7 @@ rule train:
         code=script_code("train"),
     output:
         model=f"{RESULTS}/model/model.pt",
+        snapshots=directory(f"{RESULTS}/model/snapshots"),
         curve=report(
             f"{RESULTS}/figures/training_curve.png",
             caption="../report/training_curve.rst",
@@ -38,6 +41,7 @@ rule train:
         f"{RESULTS}/logs/train.log",
     benchmark:
         f"{RESULTS}/benchmarks/train.tsv"
+    priority: 50  # the critical path: before the jobs that do not need the network (pixels' k-means, …)
     threads: 8 * max(1, train_gpus())  # per process: itself and its loader's workers
     resources:
         mem_mb=4000 + 8000 * max(1, train_gpus()),  # per process: the model, its batches, its loader's workers

@@ -76,6 +76,7 @@ class TrainConfig:
     eval_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
     eval_images: int = 256
     checkpoint_every: int = 250
+    snapshot_every: int | None = None  # weights kept at step 0, every this many steps and the last; None: 0 and last
     shuffle_buffer: int = 2000
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
@@ -111,6 +112,19 @@ class TrainConfig:
         halve_every = (self.lr_halve_every if self.lr_halve_every_epochs is None
                        else max(1, round(self.lr_halve_every_epochs * per_epoch)))
         return replace(self, steps=steps, epochs=None, lr_halve_every=halve_every, lr_halve_every_epochs=None)
+
+    def snapshot_steps(self) -> list[int]:
+        """The steps whose weights training keeps (the schedule in steps): 0, the untrained network, every
+        snapshot_every steps, and the last."""
+        if self.steps is None:
+            raise ValueError("train: snapshot steps need the schedule in steps; convert epochs with in_steps")
+        every = self.snapshot_every or self.steps
+        return sorted({0, *range(every, self.steps + 1, every), self.steps})
+
+
+def snapshot_name(step: int) -> str:
+    """The file of the weights train keeps at `step` (model/snapshots/)."""
+    return f"step-{step:06d}.pt"
 
 
 class ConfigError(ValueError):
@@ -191,6 +205,39 @@ def check(config: dict) -> None:
     if data["source"] == "patches" and options["crop_min"] > options["crop_max"]:
         raise ConfigError("data.patches.crop_min: must be ≤ crop_max")
     check_sampling(config)
+    if config["train"].get("epochs") is None:
+        emergence_steps(config, train_images=1)  # the schedule in steps: the steps train keeps are known now
+
+
+def training_images(manifest_path: str | Path) -> int:
+    """Images written to the train split: what converts a schedule in epochs to steps."""
+    import pandas as pd
+
+    manifest = pd.read_parquet(manifest_path, columns=["split", "status"])
+    return int(((manifest.split == "train") & (manifest.status == "written")).sum())
+
+
+def final_step(config: dict, train_images: int) -> int | None:
+    """The last training step: the trained network's; None with model.pretrained (no training)."""
+    if config["model"]["pretrained"]:
+        return None
+    return train_config(config).in_steps(train_images).steps
+
+
+def emergence_steps(config: dict, train_images: int) -> list[int]:
+    """The snapshot steps the emergence analysis reads: emergence.steps, or every one train keeps; none
+    with model.pretrained (it keeps step 0 alone)."""
+    if config["model"]["pretrained"]:
+        return []
+    train = train_config(config).in_steps(train_images)
+    kept, steps = train.snapshot_steps(), config["emergence"]["steps"]
+    if steps is None:
+        return kept
+    missing = sorted(set(steps) - set(kept))
+    if missing:
+        raise ConfigError(f"emergence.steps: {missing} are not kept by training (train.snapshot_every "
+                          f"{train.snapshot_every}, {train.steps} steps: {kept})")
+    return sorted(set(steps))
 
 
 # Sampling. With max_steps null a sample whose σ estimate never falls below sigma_final (a denoiser that

@@ -163,3 +163,40 @@ def sample_phi_error(table: pd.DataFrame, path: str) -> None:
                     title="self-guided: matching along the schedule")
     ax_schedule.invert_xaxis()
     _save(fig, path)
+
+
+def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
+    """Each emergence measure against the training step (semcore.emergence; step 0: the untrained
+    network), the pixels' score as a dashed line of the same colour: the denoiser's test PSNR, φ's mean PR,
+    k-means AMI at the largest k and the linear probe, per target, at the first clustered σ."""
+    steps = sorted(table.step.unique())
+    sigma = table[table.method == "φ"].sigma.min()
+    k = table.k.max()
+    targets = list(dict.fromkeys(table[table.method == "linear probe"].target))  # the label, categorical factors
+    colours = dict(zip(targets, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = _panels(4, width=3.2, height=2.9)
+    panels = [("denoiser", "test PSNR (dB)", "denoising"), ("φ", "mean participation ratio", f"sparsity of φ (σ={sigma:g})"),
+              ("k-means", "AMI", f"k-means, k={k} (σ={sigma:g})"), ("linear probe", "test accuracy", f"linear probe (σ={sigma:g})")]
+    for ax, (method, ylabel, title) in zip(axes, panels):
+        rows = table[table.method == method]
+        if method == "denoiser":
+            for s, line in rows.groupby("sigma"):
+                ax.plot(line.step, line.value, "o-", ms=3, label=f"noise σ={s:g}")
+        elif method == "φ":
+            line = rows[rows.sigma == sigma]
+            ax.plot(line.step, line.value, "o-", ms=3, color="tab:green", label="φ")
+        else:
+            rows = rows[(rows.sigma == sigma) & (rows.metric != "nmi") & (rows.k.isna() | (rows.k == k))]
+            base = pixels[(pixels.method == method) & (pixels.metric != "nmi") & (pixels.k.isna() | (pixels.k == k))]
+            for target in targets:
+                line = rows[rows.target == target]
+                ax.plot(line.step, line.value, "o-", ms=3, color=colours[target], label=target)
+                ax.axhline(base[base.target == target].value.mean(), color=colours[target], ls="--", lw=1)
+        linthresh = max(1, min([s for s in steps if s > 0], default=1))
+        ax.set(title=title, xlabel="training step (symlog)", ylabel=ylabel)
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_xlim(-0.3 * linthresh, 1.5 * max(steps[-1], linthresh))
+        ax.legend(fontsize=6)
+    axes[2].text(0.98, 0.02, "dashed: pixels", transform=axes[2].transAxes, ha="right", fontsize=6)
+    fig.suptitle("Emergence over training (step 0: the untrained network)")
+    _save(fig, path)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from semcore.config import check, emergence_steps, final_step
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Bytes a 64×64 RGB PNG of a natural image takes, as a fraction of its raw pixels (downsampled ImageNet
@@ -27,8 +29,6 @@ PNG_FRACTION, PER_IMAGE_OVERHEAD = 0.8, 1536
 
 def validated_config(path: str) -> dict:
     from snakemake.utils import validate
-
-    from semcore.config import check
 
     config = yaml.safe_load(Path(path).read_text())
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))
@@ -56,13 +56,16 @@ def input_images(config: dict) -> int:
 
 
 def output_bytes(config: dict, images: int) -> dict[str, int]:
-    """Estimated bytes of the large outputs: shards, φ of the trained and the untrained network."""
+    """Estimated bytes of the large outputs: shards, φ of the trained network and of its snapshots."""
     data, channels = config["data"], config["model"]["channels"][-1]
     clustered = min(images, config["cluster"]["max_images"] or images)
+    train_images = round(images * (1 - data["test_fraction"]))
+    # Step 0 (the baseline) and every analysed step but the last, whose φ is the trained network's.
+    snapshots = len(({0} | set(emergence_steps(config, train_images))) - {final_step(config, train_images)})
     return {
         "shards": int(images * (PNG_FRACTION * data["size"] ** 2 * data["channels"] + PER_IMAGE_OVERHEAD)),
         "phi": images * len(config["phi"]["sigmas"]) * channels * 4,
-        "phi_untrained": clustered * len(config["cluster"]["sigmas"]) * channels * 4,
+        "phi_snapshots": snapshots * clustered * len(config["cluster"]["sigmas"]) * channels * 4,
     }
 
 

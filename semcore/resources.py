@@ -30,10 +30,10 @@ NEIGHBOUR_BATCH = 1024
 # MB held: 0.7–1.6, tests/test_memory.py), with a margin; the GPU rules' base also covers the CUDA
 # libraries' host memory (~1–3 GB), which no CPU measurement sees. block_means' activations (on the CPU)
 # are counted once per block output; the measured slope is ~4.5.
-BASE_MB = {"block_means": 4000, "kmeans": 4000, "untrained_model": 2000}
+BASE_MB = {"block_means": 4000, "kmeans": 4000, "emergence_step": 4000}
 DEFAULT_BASE_MB = 1000
 COPIES = {rule: 1.5 for rule in ("sparsity", "stability", "selectivity", "subspaces", "factors", "neighbours",
-                                  "kmeans", "probe", "semantic_scores")} | {"block_means": 6, "untrained_model": 0}
+                                  "kmeans", "probe", "semantic_scores", "emergence_step")} | {"block_means": 6}
 
 
 def feature_width(config: dict, features: str) -> int:
@@ -82,6 +82,9 @@ def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_
     blocks, block_images = block_channels(config), config["stats"]["block_means_images"]
     block_sigmas = len(set(config["phi"]["sigmas"]) | {config["stats"]["stability_sigma"]})
     block_row = 4 * sum(blocks) / len(blocks)  # a block-means row's list of means, on average
+    if rule == "emergence_step":  # one snapshot's φ through k-means at the largest k, then the probe
+        return max(held_bytes("kmeans", config, n_images, k=max(config["cluster"]["ks"])),
+                   held_bytes("probe", config, n_images, n_classes=n_classes))
     if rule == "sparsity":  # every block's means at one σ (read through all the file's row groups), PR per image
         return (2 * block_images * 4 * sum(blocks) + decoding(block_images * block_sigmas * len(blocks), block_row)
                 + block_images * len(blocks) * OUTPUT_ROW)
@@ -114,8 +117,6 @@ def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_
         if config["device"] != "cpu":
             return 0
         return config["phi"]["batch_images"] * config["phi"]["n_noise"] * activation_bytes(config)
-    if rule == "untrained_model":
-        return 0
     raise ValueError(f"no memory model for rule {rule!r}")
 
 

@@ -78,6 +78,25 @@ def semantic_targets(labels: pd.Series, factors: pd.DataFrame) -> dict[str, pd.S
     return targets
 
 
+def probe_table(meta: pd.DataFrame, x: np.ndarray, factors: pd.DataFrame, max_iter: int = 1000,
+                seed: int = 0) -> pd.DataFrame:
+    """Probe accuracy (fit on the train split, scored on test) for the label and each categorical factor
+    (a probe per numeric factor's bins would cost more than it tells). Long format: target, metric, value."""
+    train = (meta.split == "train").to_numpy()
+    x = probe_features(x, train, seed)
+    rows = []
+    for target, values in semantic_targets(meta.label, factors.select_dtypes(exclude="number")).items():
+        values = values.to_numpy()
+        defined = pd.notna(values)
+        fit, held_out = train & defined, ~train & defined
+        if len(set(values[fit])) < 2:
+            continue  # nothing to learn: one class among the train images
+        accuracy = probe_accuracy(x[fit], values[fit].astype(str), x[held_out], values[held_out].astype(str),
+                                  max_iter=max_iter, seed=seed)
+        rows.append(dict(target=target, metric="probe accuracy", value=accuracy))
+    return pd.DataFrame(rows, columns=["target", "metric", "value"])
+
+
 def cluster_score_table(clusters: np.ndarray, targets: dict[str, pd.Series]) -> pd.DataFrame:
     """Long format: target, metric, value: each clustering score against each target, on the images
     where the target is defined."""

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,8 +42,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from semcore import shards
-from semcore.config import TrainConfig, UNetConfig, architecture_differences
-from semcore.model import UNetFlex, receptive_fields
+from semcore.config import TrainConfig, UNetConfig, architecture_differences, snapshot_name
+from semcore.model import UNetFlex, initial_model, receptive_fields
 from semcore.runtime import Precision, as_model_input, resolve_device, tune_allocator
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,13 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
 
 
 def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, run_dir: str | Path,
-          model_path: str | Path, precision: Precision | None = None) -> list[dict]:
+          model_path: str | Path, precision: Precision | None = None,
+          snapshot_dir: str | Path | None = None) -> list[dict]:
     """Train a blind denoiser on the train shards; write the final model; return the final PSNR table.
 
     `precision` (default: fp32) sets the arithmetic of the forward passes; evaluation stays in fp32.
+    The weights at `config.snapshot_steps()` are kept in the run directory as training passes them (a
+    killed run keeps them) and, at the end, linked into `snapshot_dir` as step-NNNNNN.pt.
     Inside an initialised process group (see `main`) this is one DDP process; ranks other than 0
     write nothing and return [].
     """
@@ -162,18 +166,19 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         tune_allocator()
     precision.apply(device)
     workers = loader_workers(config, device, len(shards.shard_paths(shard_dir, "train")))
-    torch.manual_seed(config.seed)  # the initial weights (DDP gives all ranks rank 0's anyway)
 
     # How the run is executed is not what it computes: left out, so a run resumes with any of it changed.
     options = dict(model=asdict(model_config),
-                   train={k: v for k, v in asdict(config).items() if k not in ("processes", "loader_workers")},
+                   train={k: v for k, v in asdict(config).items()
+                          if k not in ("processes", "loader_workers", "snapshot_every")},
                    data=data_fingerprint(shard_dir))
     options_hash = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
     runtime = dict(precision.describe(device), processes=world, loader_workers=workers)
     if master:
         (run_dir / "options.json").write_text(json.dumps(dict(options, hash=options_hash, runtime=runtime), indent=2))
 
-    model = UNetFlex(model_config).to(device, memory_format=torch.channels_last)  # faster convs on CPU and GPU
+    # The initial weights (DDP gives all ranks rank 0's anyway); channels-last: faster convs on CPU and GPU.
+    model = initial_model(model_config, config.seed).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate(config, step) / config.lr)
     n_params = sum(p.numel() for p in model.parameters())
@@ -242,6 +247,16 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
                 else "no checkpoint was written")
         raise FloatingPointError(f"{problem}; {kept}. Lower train.lr or check the data.")
 
+    snapshot_steps = set(config.snapshot_steps())
+    store = run_dir / "snapshot_store"  # not a declared output: Snakemake removes those when a job fails
+    store.mkdir(exist_ok=True)
+
+    def keep_snapshot(step: int) -> None:
+        if step in snapshot_steps:
+            model.save_pretrained(store / snapshot_name(step))
+
+    if master and start == 0:
+        keep_snapshot(0)
     table = evaluate(start) if master else []  # the starting point; after a resume, shows the weights were loaded
     model.train()
     tick, images_since = time.perf_counter(), 0
@@ -257,6 +272,8 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         schedule.step()
         pending.append(loss.detach())
         images_since += len(x) * world  # all processes' images
+        if master:
+            keep_snapshot(step)
 
         log_due = step % config.log_every == 0 or step == config.steps
         eval_due = step % config.eval_every == 0 or step == config.steps
@@ -286,7 +303,26 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     if master:
         run_log.close()
         model.save_pretrained(model_path)
+        if snapshot_dir is not None:
+            link_snapshots(store, snapshot_dir, sorted(snapshot_steps))
     return table
+
+
+def link_snapshots(store: Path, snapshot_dir: str | Path, steps: list[int]) -> None:
+    """The kept weights at `steps` into snapshot_dir (hard links where the file system allows)."""
+    missing = [step for step in steps if not (store / snapshot_name(step)).exists()]
+    if missing:
+        raise FileNotFoundError(f"train.snapshot_every: no weights kept at steps {missing} in {store} (the setting "
+                                f"changed after training passed them); delete {store.parent} to train again")
+    snapshot_dir = Path(snapshot_dir)
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        source, target = store / snapshot_name(step), snapshot_dir / snapshot_name(step)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
 
 
 def loader_workers(config: TrainConfig, device: torch.device, n_shards: int) -> int:
@@ -299,10 +335,12 @@ def loader_workers(config: TrainConfig, device: torch.device, n_shards: int) -> 
 
 
 def import_pretrained(model_config: UNetConfig, config: TrainConfig, path: str | Path, format: str,
-                      shard_dir: str | Path, run_dir: str | Path, model_path: str | Path) -> list[dict]:
+                      shard_dir: str | Path, run_dir: str | Path, model_path: str | Path,
+                      snapshot_dir: str | Path | None = None) -> list[dict]:
     """A trained network in place of training: read in this package's format or the authors', checked
     against the configured architecture, evaluated on the test split as a trained one is, saved as the
-    model. Returns its PSNR table."""
+    model. Its only snapshot is step 0, the untrained network at train.seed (the baseline). Returns its
+    PSNR table."""
     model = UNetFlex.from_authors(path) if format == "authors" else UNetFlex.from_pretrained(path)
     differences = architecture_differences(model_config, model.config)
     if differences:
@@ -325,12 +363,15 @@ def import_pretrained(model_config: UNetConfig, config: TrainConfig, path: str |
         log.info("σ=%.2f  PSNR noisy %.2f dB → denoised %.2f dB", row["sigma"], row["psnr_noisy"], row["psnr_denoised"])
     run_log.close()
     model.cpu().save_pretrained(model_path)
+    if snapshot_dir is not None:
+        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
+        initial_model(model_config, config.seed).save_pretrained(Path(snapshot_dir) / snapshot_name(0))
     return table
 
 
 def launch(processes: int, model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path,
            run_dir: str | Path, model_path: str | Path, threads: int | None = None,
-           precision: Precision | None = None) -> None:
+           precision: Precision | None = None, snapshot_dir: str | Path | None = None) -> None:
     """`train` in `processes` DDP processes on this node (torchrun), waiting for them all.
 
     Their log lines go to this process's stderr; `threads` (default: all cores) are shared between them.
@@ -339,6 +380,7 @@ def launch(processes: int, model_config: UNetConfig, config: TrainConfig, shard_
                "-m", "semcore.train", str(shard_dir), str(run_dir), str(model_path),
                "--model", json.dumps(asdict(model_config)), "--train", json.dumps(asdict(config)),
                "--precision", json.dumps(asdict(precision or Precision()))]
+    command += ["--snapshots", str(snapshot_dir)] if snapshot_dir is not None else []
     threads_each = max(1, (threads or os.cpu_count()) // processes)
     subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads_each)),
                    stdout=sys.stderr, stderr=sys.stderr)
@@ -353,6 +395,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="UNetConfig as JSON")
     parser.add_argument("--train", required=True, help="TrainConfig as JSON")
     parser.add_argument("--precision", default="{}", help="runtime.Precision as JSON")
+    parser.add_argument("--snapshots", help="the folder the kept weights are linked into at the end")
     args = parser.parse_args()
     config = TrainConfig(**json.loads(args.train))
     rank = int(os.environ["RANK"])
@@ -367,7 +410,8 @@ def main() -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         train(UNetConfig(**json.loads(args.model)), config, args.shard_dir, args.run_dir, args.model_path,
-              Precision(**json.loads(args.precision)))
+              Precision(**json.loads(args.precision)), args.snapshots)
+        dist.barrier()  # no process leaves (and tears down its connections) while rank 0 still writes
     finally:
         dist.destroy_process_group()
 

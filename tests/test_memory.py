@@ -36,9 +36,9 @@ atexit.register(_record)
 """
 
 # `factors` is left out: scikit-learn's kNN mutual information takes minutes at the large size, and it
-# runs on the synthetic scenes only. `untrained_model` has no benchmark in the tiny run: its one point.
+# runs on the synthetic scenes only.
 TARGETS = ["sparsity", "stability", "selectivity", "subspaces", "neighbours", "semantic_scores"]
-RULES = ["block_means", "untrained_model", "sparsity", "stability", "selectivity", "subspaces", "kmeans",
+RULES = ["block_means", "sparsity", "stability", "selectivity", "subspaces", "kmeans",
          "neighbours", "probe", "semantic_scores"]
 CLASSES = 20  # the tiny run's (background, foreground) pairs; as many folders in the large run
 LARGE_IMAGES = 3000
@@ -73,6 +73,7 @@ def large_config(folder) -> dict:
                       "test_fraction": 0.25, "samples_per_shard": LARGE_IMAGES}
     config["model"] = {"channels": [8, 16, 32, 2048], "enc_convs": 1, "mid_convs": 1, "dec_convs": [2, 1, 1]}
     config["train"].update(steps=2, eval_every=2, checkpoint_every=2, log_every=1, eval_images=8)
+    config["emergence"] = {"steps": []}
     config["phi"] = {"sigmas": [0.1, 0.5], "n_noise": 1, "batch_images": 128}
     config["stats"].update(sigma=0.1, block_means_images=600, min_group_size=50)
     config["cluster"].update(n_init=1, probe_max_iter=20)

@@ -1,5 +1,6 @@
 """The pre-flight check a user runs on a GPU node: here, on a CPU machine, it must say CUDA is missing."""
 import yaml
+from snakemake.utils import validate
 
 from semcore import preflight
 
@@ -24,7 +25,9 @@ def test_a_bad_config_fails_first(tmp_path, monkeypatch, capsys):
 
 def test_the_imagenet_outputs_are_estimated_from_the_config():
     config = yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text())
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))  # the defaults filled in
     need = preflight.output_bytes(config, 1_281_167)
     assert need["phi"] == 1_281_167 * 20 * 512 * 4  # float32 φ at each of the paper's 20 σ: 52 GB
-    assert need["phi_untrained"] == 200_000 * 512 * 4  # cluster.max_images at the one clustered σ
+    # cluster.max_images at the one clustered σ, for the snapshots every 100 epochs but the last (φ's own)
+    assert need["phi_snapshots"] == 10 * 200_000 * 512 * 4
     assert 12e9 < need["shards"] < 16e9

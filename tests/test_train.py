@@ -1,9 +1,11 @@
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,9 +14,9 @@ from snakemake.utils import validate
 
 from semcore import scenes, shards
 from semcore import train as train_module
-from semcore.model import UNetConfig, UNetFlex
+from semcore.model import UNetConfig, UNetFlex, initial_model
 from semcore.sources import synthetic
-from semcore.config import train_config
+from semcore.config import snapshot_name, train_config
 from semcore.runtime import Precision
 from semcore.train import TrainConfig, denoising_loss, launch, learning_rate, sample_sigmas, train, weights_digest
 
@@ -132,17 +134,42 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_dir, tmp
     assert snapshot["step"] >= 1 and not (tmp_path / "model.pt").exists()
 
 
+def test_snapshots_are_kept_at_step_0_every_snapshot_every_and_the_last_step(shard_dir, tmp_path):
+    config = TrainConfig(steps=25, batch_size=8, checkpoint_every=5, snapshot_every=10, eval_images=8)
+    assert config.snapshot_steps() == [0, 10, 20, 25]
+    run, snapshots = tmp_path / "run", tmp_path / "snapshots"
+    train(MODEL, config, shard_dir, run, tmp_path / "model.pt", snapshot_dir=snapshots)
+    assert sorted(p.name for p in snapshots.iterdir()) == [snapshot_name(s) for s in (0, 10, 20, 25)]
+    untrained = UNetFlex.from_pretrained(snapshots / snapshot_name(0))
+    assert weights_digest(untrained) == weights_digest(initial_model(MODEL, config.seed))  # the baseline network
+    assert weights_digest(UNetFlex.from_pretrained(snapshots / snapshot_name(25))) == \
+        weights_digest(UNetFlex.from_pretrained(tmp_path / "model.pt"))
+    digests = {s: weights_digest(UNetFlex.from_pretrained(snapshots / snapshot_name(s))) for s in (0, 10, 20)}
+    assert len(set(digests.values())) == 3
+
+    # Killed after step 15: the resumed run keeps the snapshots taken before (step 10's is not retaken).
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    shutil.rmtree(snapshots)
+    train(MODEL, config, shard_dir, run, tmp_path / "model.pt", snapshot_dir=snapshots)  # resumes at 25: nothing to do
+    assert weights_digest(UNetFlex.from_pretrained(snapshots / snapshot_name(10))) == digests[10]
+    # A grid changed after training passed it cannot be filled: said, naming the key.
+    with pytest.raises(FileNotFoundError, match=r"train.snapshot_every: no weights kept at steps \[5, 15\]"):
+        train(MODEL, replace(config, snapshot_every=5), shard_dir, run, tmp_path / "model.pt", snapshot_dir=snapshots)
+    assert checkpoint["step"] == 25
+
+
 def test_two_ddp_processes_train_one_model_and_resume(shard_dir, tmp_path):
     run, model_path = tmp_path / "run", tmp_path / "model.pt"
     config = TrainConfig(steps=20, batch_size=16, log_every=5, eval_every=10, checkpoint_every=10, eval_images=8)
-    launch(2, MODEL, config, shard_dir, run, model_path, threads=2)  # gloo on CPU
+    launch(2, MODEL, config, shard_dir, run, model_path, threads=2, snapshot_dir=tmp_path / "snapshots")  # gloo on CPU
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [snapshot_name(s) for s in (0, 20)]
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]  # rank 0 alone logs
     assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 0, 10, 10, 20, 20]
     [replicas] = [r for r in records if r["kind"] == "replicas"]
     saved = UNetFlex.from_pretrained(model_path)
     assert replicas["processes"] == 2 and replicas["sha256"] == [weights_digest(saved)] * 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "run"]  # no stray temporary files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "run", "snapshots"]  # no stray temporary files
 
     snapshot = torch.load(run / "checkpoint.pt", weights_only=True)
     torch.save(snapshot | {"step": 10}, run / "checkpoint.pt")  # as if killed after step 10

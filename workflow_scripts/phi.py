@@ -1,4 +1,5 @@
-"""Adapter for rules `phi` (consecutive shards → φ of the middle block) and `block_means` (a subset → ā of every block)."""
+"""Adapter for rules `phi` and `phi_snapshot` (consecutive shards → φ of the middle block, of the trained
+network or of a snapshot) and `block_means` (a subset → ā of every block)."""
 import hashlib
 import logging
 import sys
@@ -18,8 +19,9 @@ p = snakemake.params
 device = resolve_device(p.device)
 precision = Precision(**p.precision)
 precision.apply(device)
-model = UNetFlex.from_pretrained(snakemake.input.model, map_location=device).to(device, memory_format=torch.channels_last)
-checkpoint_sha256 = hashlib.sha256(Path(snakemake.input.model).read_bytes()).hexdigest()
+model_path = Path(snakemake.input.model, p.snapshot or "")  # a snapshot: the file of its step in the folder
+model = UNetFlex.from_pretrained(model_path, map_location=device).to(device, memory_format=torch.channels_last)
+checkpoint_sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
 shard_input = snakemake.input.shards  # Snakemake gives a single path as a string, several as a list
 paths = [shard_input] if isinstance(shard_input, str) else sorted(shard_input)
 metadata = dict(checkpoint_sha256=checkpoint_sha256, seed=p.seed, shards=",".join(Path(s).name for s in paths))

@@ -1,13 +1,13 @@
-"""Adapter for rule `train`: shards → trained denoiser (resuming a killed run) + training curve; or, with
-model.pretrained, the imported network in its place."""
+"""Adapter for rule `train`: shards → trained denoiser (resuming a killed run), its snapshots, the training
+curve; or, with model.pretrained, the imported network in its place (and the untrained one as step 0)."""
 import logging
 import os
 import sys
 
-import pandas as pd
 import torch
 
 from semcore import figures
+from semcore.config import training_images
 from semcore.model import UNetConfig
 from semcore.runtime import Precision, resolve_device
 from semcore.train import TrainConfig, import_pretrained, launch, read_log, train
@@ -20,10 +20,9 @@ p = snakemake.params
 model_config, config = UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device)
 if p.pretrained:
     import_pretrained(model_config, config, p.pretrained["path"], p.pretrained["format"], snakemake.input.shards,
-                      p.run_dir, snakemake.output.model)
+                      p.run_dir, snakemake.output.model, snakemake.output.snapshots)
 else:
-    manifest = pd.read_parquet(snakemake.input.manifest, columns=["split", "status"])
-    train_images = int(((manifest.split == "train") & (manifest.status == "written")).sum())
+    train_images = training_images(snakemake.input.manifest)
     config = config.in_steps(train_images)
     precision = Precision(**p.precision)  # bf16 autocast, TF32, cuDNN benchmark: recorded in the run directory
     logging.info("%d training images, batch %d: %d steps per epoch; %d steps, lr halved every %d",
@@ -37,7 +36,8 @@ else:
                  resolve_device(config.device), processes)
     if processes > 1:
         launch(processes, model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model,
-               threads=snakemake.threads, precision=precision)
+               threads=snakemake.threads, precision=precision, snapshot_dir=snakemake.output.snapshots)
     else:
-        train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model, precision)
+        train(model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model, precision,
+              snakemake.output.snapshots)
 figures.training_curve(read_log(p.run_dir), snakemake.output.curve)
