@@ -14,7 +14,10 @@ include: "rules/train.smk"
 include: "rules/phi.smk"
 include: "rules/stats.smk"
 include: "rules/sample.smk"
+include: "rules/gist.smk"
 include: "rules/cluster.smk"
+include: "rules/emergence.smk"
+include: "rules/findings.smk"
 
 
 rule all:
@@ -32,4 +35,7 @@ rule all:
         rules.neighbours.output,
         rules.semantic_scores.output,
         rules.sample_summary.output,
+        gist_agreement,
+        emergence_outputs,
+        rules.findings.output,
     default_target: True

@@ -16,9 +16,9 @@ FOREGROUNDS = ("none", "disk", "square", "triangle", "ring")
 SUPERSAMPLE = 4  # render at 4x and average down: anti-aliased edges
 
 
-def class_names() -> list[str]:
-    """Class label i names the (background, foreground) pair i = b * len(FOREGROUNDS) + f."""
-    return [f"{b}/{f}" for b in BACKGROUNDS for f in FOREGROUNDS]
+def class_names(backgrounds=BACKGROUNDS, foregrounds=FOREGROUNDS) -> list[str]:
+    """Class label i names the (background, foreground) pair i = b * len(foregrounds) + f."""
+    return [f"{b}/{f}" for b in backgrounds for f in foregrounds]
 
 
 def _colour(rng: np.random.Generator, saturation=(0.3, 1.0), value=(0.2, 1.0)) -> tuple[np.ndarray, float]:
@@ -78,11 +78,13 @@ def _shape_mask(kind: str, u, v, cx, cy, scale, angle) -> np.ndarray:
     raise ValueError(f"unknown foreground {kind!r}; choose from {FOREGROUNDS}")
 
 
-def render(seed: int, index: int, size: int) -> tuple[np.ndarray, int, dict]:
-    """Scene `index` of the family `seed`: (uint8 size×size×3 image, class label, factors)."""
+def render(seed: int, index: int, size: int, backgrounds=BACKGROUNDS,
+           foregrounds=FOREGROUNDS) -> tuple[np.ndarray, int, dict]:
+    """Scene `index` of the family `seed` drawn from these kinds: (uint8 size×size×3 image, class label,
+    factors)."""
     rng = np.random.default_rng([seed, index])
-    label = int(rng.integers(len(BACKGROUNDS) * len(FOREGROUNDS)))
-    bg, fg = BACKGROUNDS[label // len(FOREGROUNDS)], FOREGROUNDS[label % len(FOREGROUNDS)]
+    label = int(rng.integers(len(backgrounds) * len(foregrounds)))
+    bg, fg = backgrounds[label // len(foregrounds)], foregrounds[label % len(foregrounds)]
 
     n = size * SUPERSAMPLE
     v, u = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")

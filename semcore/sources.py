@@ -47,10 +47,11 @@ def conform(image: Image.Image, size: int, channels: int, min_size: int) -> np.n
     return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
 
 
-def synthetic(n_images: int, seed: int, size: int) -> Iterator[Item]:
-    names = scenes.class_names()
+def synthetic(n_images: int, seed: int, size: int, backgrounds=scenes.BACKGROUNDS,
+              foregrounds=scenes.FOREGROUNDS) -> Iterator[Item]:
+    names = scenes.class_names(backgrounds, foregrounds)
     for i in range(n_images):
-        pixels, label, factors = scenes.render(seed, i, size)
+        pixels, label, factors = scenes.render(seed, i, size, backgrounds, foregrounds)
         yield Item(f"synthetic_{i:08d}", f"scene {seed}:{i}", label, names[label], Image.fromarray(pixels), factors)
 
 
@@ -145,7 +146,7 @@ def imagenet64(paths: list[str]) -> Iterator[Item]:
 def iter_items(source: str, options: dict, *, size: int, seed: int) -> Iterator[Item]:
     """The Items of the configured source (`data.source`, options from `data.<source>`)."""
     if source == "synthetic":
-        return synthetic(options["n_images"], seed, size)
+        return synthetic(options["n_images"], seed, size, options["backgrounds"], options["foregrounds"])
     if source == "mnist5k":
         return mnist5k()
     if source == "patches":

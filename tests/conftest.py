@@ -16,11 +16,12 @@ TINY_CONFIG = {
              "samples_per_shard": 100, "synthetic": {"n_images": 240}},
     "model": {"channels": [8, 16, 32], "enc_convs": [2, 2], "mid_convs": 2, "dec_convs": [2, 2]},
     "train": {"steps": 30, "batch_size": 16, "log_every": 5, "eval_every": 10, "eval_images": 32,
-              "checkpoint_every": 10, "shuffle_buffer": 64},
+              "checkpoint_every": 10, "snapshot_every": 10, "shuffle_buffer": 64},
     "phi": {"sigmas": [0.0, 0.1, 0.5], "n_noise": 2, "batch_images": 16},
     "stats": {"block_means_images": 24, "min_group_size": 3, "montage_images": 3},
     "cluster": {"sigmas": [0.1], "ks": [4], "n_init": 2, "montage_clusters": 3, "montage_members": 3, "queries": 2,
                 "neighbours": 3, "probe_max_iter": 200},
+    "emergence": {"steps": [0, 10, 30]},  # training keeps 0, 10, 20, 30
     "sample": {"targets": 3, "samples_per_target": 2, "targets_per_job": 2, "n_noise": 2,
                "schedule": {"sigma_max": 0.5, "sigma_min": 0.08, "steps": 3}, "matching": {"max_iter": 3},
                "ascent": {"sigma_0": 0.5, "sigma_final": 0.1, "h0": 0.3, "beta": 0.5, "max_steps": 20},

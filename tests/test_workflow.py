@@ -34,6 +34,8 @@ def test_outputs_open_with_standard_tools(finished_run):
     assert Image.open(results / "figures" / "training_curve.png").size[0] > 500
     options = json.loads((results / "model" / "options.json").read_text())
     assert options["train"]["steps"] == 30
+    snapshots = sorted(p.name for p in (results / "model" / "snapshots").glob("*.pt"))
+    assert snapshots == ["step-000000.pt", "step-000010.pt", "step-000020.pt", "step-000030.pt"]
 
 
 def test_phi_per_job_and_the_statistics_read_back(finished_run):
@@ -85,6 +87,34 @@ def test_clusters_neighbours_and_semantic_scores_read_back(finished_run):
         assert Image.open(results / "figures" / f"{figure}.png").size[0] > 500
 
 
+def test_emergence_over_training_reads_back_and_a_new_step_runs_only_its_jobs(finished_run, tiny_config):
+    results = finished_run / "results" / "tiny"
+    table = pd.read_parquet(results / "emergence" / "emergence.parquet")
+    assert sorted(table.step.unique()) == [0, 10, 30]
+    assert set(table.method) == {"φ", "k-means", "linear probe", "denoiser"}
+    psnr = table[table.method == "denoiser"].pivot(index="step", columns="sigma", values="value")
+    assert (psnr.loc[30] > psnr.loc[0]).all()  # training denoises
+    assert table[table.method == "φ"].value.between(0, 1).all()
+    # Step 0 is the untrained baseline of the semantic scores: the same φ files, the same k-means scores.
+    assert sorted(p.name for p in (results / "phi_snapshots").glob("step-*")) == ["step-000000", "step-000010"]
+    scores = pd.read_parquet(results / "clusters" / "semantic_scores.parquet")
+    for step, features in ((0, "untrained-s0.1"), (30, "phi-s0.1")):
+        here = table[(table.step == step) & (table.method == "linear probe")].set_index("target").value
+        there = scores[(scores.features == features) & (scores.method == "linear probe")].set_index("target").value
+        assert np.allclose(here.sort_index(), there.sort_index())
+    assert Image.open(results / "figures" / "emergence.png").size[0] > 800
+    try:
+        tiny_config["emergence"]["steps"] = [0, 10, 20, 30]
+        write_config(finished_run, tiny_config)
+        assert planned_jobs(finished_run) == {"all": 1, "phi_snapshot": 2, "emergence_step": 1, "emergence": 1}
+        tiny_config["emergence"]["steps"] = [0, 15]
+        write_config(finished_run, tiny_config)
+        refused = snakemake(finished_run, "--dry-run", check=False)
+        assert refused.returncode != 0 and "emergence.steps: [15] are not kept by training" in refused.stdout + refused.stderr
+    finally:
+        write_config(finished_run, TINY_CONFIG)
+
+
 def test_phi_is_bit_identical_when_recomputed(finished_run):
     phi_dir = finished_run / "results" / "tiny" / "phi"
     before = {p.name: pd.read_parquet(p) for p in phi_dir.glob("*.parquet")}
@@ -106,11 +136,13 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         planned = planned_jobs(finished_run)
         assert planned["phi"] == n_phi_jobs and planned["block_means"] == 1 and STATS <= set(planned)
         assert planned["kmeans"] == 1 and planned["probe"] == 1  # φ's; the baselines do not depend on φ
-        assert not {"shard", "train", "untrained_model", "phi_untrained"} & set(planned)
+        assert planned["emergence_step"] == 1 and planned["emergence"] == 1  # the last step's φ is φ itself
+        assert not {"shard", "train", "phi_snapshot"} & set(planned)
         tiny_config["phi"]["sigmas"] = TINY_CONFIG["phi"]["sigmas"]
         tiny_config["cluster"]["ks"] = [3]
         write_config(finished_run, tiny_config)
-        assert planned_jobs(finished_run) == {"all": 1, "kmeans": 3, "semantic_scores": 1}
+        assert planned_jobs(finished_run) == {"all": 1, "kmeans": 3, "semantic_scores": 1, "emergence_step": 3,
+                                              "emergence": 1, "findings": 1}
         tiny_config["train"]["lr"] = 5e-4
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
@@ -123,11 +155,12 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
 
 
 def test_editing_a_semcore_module_reruns_the_rules_that_import_it(finished_run):
-    module = REPO / "semcore" / "scores.py"  # imported by the probe and semantic_scores scripts only
+    module = REPO / "semcore" / "scores.py"  # imported by the probe, semantic_scores and emergence_step scripts
     source, before = module.read_bytes(), module.stat()
     try:
         module.write_bytes(source + b"\n# an edit\n")  # a new mtime alone is not enough: Snakemake compares checksums
-        assert planned_jobs(finished_run) == {"all": 1, "probe": 3, "semantic_scores": 1}
+        assert planned_jobs(finished_run) == {"all": 1, "probe": 3, "semantic_scores": 1, "emergence_step": 3,
+                                              "emergence": 1, "findings": 1}
     finally:
         module.write_bytes(source)
         os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -205,6 +238,8 @@ def test_the_whole_workflow_runs_on_an_imported_authors_model(tmp_path, tiny_con
     assert all(torch.equal(imported.state_dict()[k], v) for k, v in published.state_dict().items())
     log = read_log(results / "model")
     assert set(log.kind) == {"import", "eval"} and (log.step == 0).all()
+    assert [p.name for p in (results / "model" / "snapshots").glob("*.pt")] == ["step-000000.pt"]  # the baseline
+    assert not (results / "emergence").exists()  # nothing trained here: nothing to follow over training
 
     # φ at σ = 0 is the published network's middle-block means of the image, computed here independently.
     phi = pd.read_parquet(results / "phi" / "test-000000-000000.parquet")
