@@ -186,8 +186,9 @@ def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
             line = rows[rows.sigma == sigma]
             ax.plot(line.step, line.value, "o-", ms=3, color="tab:green", label="φ")
         else:
-            rows = rows[(rows.sigma == sigma) & (rows.metric != "nmi") & (rows.k.isna() | (rows.k == k))]
-            base = pixels[(pixels.method == method) & (pixels.metric != "nmi") & (pixels.k.isna() | (pixels.k == k))]
+            metric = "ami" if method == "k-means" else "probe accuracy"
+            rows = rows[(rows.sigma == sigma) & (rows.metric == metric) & (rows.k.isna() | (rows.k == k))]
+            base = pixels[(pixels.method == method) & (pixels.metric == metric) & (pixels.k.isna() | (pixels.k == k))]
             for target in targets:
                 line = rows[rows.target == target]
                 ax.plot(line.step, line.value, "o-", ms=3, color=colours[target], label=target)
