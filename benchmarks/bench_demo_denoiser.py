@@ -83,7 +83,7 @@ def main():
     torch.set_num_threads(int(os.environ.get("THREADS", 2)))
     for name, *items in args.variant:
         result = run(name, parse_variant(items), args.shards, args.out)
-        print(json.dumps(result), flush=True)
+        print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":
