@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 
 from semcore import emergence, shards
+from semcore.features import read_features
 from semcore.model import UNetFlex
-from semcore.phi import read_phi
 from semcore.runtime import as_model_input, resolve_device
 from semcore.shards import factor_table, write_parquet
 from semcore.train import psnr_table
@@ -23,8 +23,7 @@ started = time.perf_counter()
 factors = factor_table(pd.read_parquet(snakemake.input.manifest))
 frames = []
 for sigma in p.sigmas:
-    meta, phi = read_phi(snakemake.input.features, sigma)
-    meta, phi = meta[:p.max_images], phi[:p.max_images]
+    meta, phi = read_features(f"phi-s{sigma:g}", snakemake.input.features, p.max_images)
     frames.append(emergence.phi_scores(meta, phi, factors.reindex(meta.key.to_numpy()), ks=p.ks, normalize=p.normalize,
                                        kmeans_options=p.kmeans, probe_max_iter=p.probe_max_iter, seed=p.seed,
                                        device=device).assign(sigma=sigma))
