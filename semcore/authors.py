@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from semcore.config import UNetConfig
+from semcore.files import atomic, save_torch
 
 # UNetConfig field → the authors' argument name.
 ARGUMENT_NAMES = {
@@ -216,10 +217,10 @@ def save(model, folder: str | os.PathLike) -> None:
     config = model.config
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(to_authors(model.state_dict(), config), folder / "model.pt")
+    save_torch(to_authors(model.state_dict(), config), folder / "model.pt")
     arguments = {ARGUMENT_NAMES[name]: value for name, value in asdict(config).items()}
     arguments |= {"arch_name": "UNet_flex", "NormType": {"layer": "LayerNorm", "batch": "BatchNorm"}[config.norm],
                   "padding": config.kernel_size // 2, "num_blocks": config.num_blocks,
                   "inter_skip": True, "dilations": None, "device": torch.device("cpu")}
-    with open(folder / "exp_arguments.pkl", "wb") as file:
+    with atomic(folder / "exp_arguments.pkl") as tmp, open(tmp, "wb") as file:
         pickle.dump(arguments, file)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from semcore.files import atomic  # noqa: E402
 
 
 def training_curve(log: pd.DataFrame, path: str) -> None:
@@ -28,8 +32,7 @@ def training_curve(log: pd.DataFrame, path: str) -> None:
         ax_psnr.axhline(rows.psnr_noisy.iloc[-1], color=colour, ls="--", lw=1, label=f"noisy input, σ={sigma:g}")
     ax_psnr.set(xlabel="step", ylabel="test PSNR (dB)", title="denoising on the test split")
     ax_psnr.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _panels(n: int, width: float = 2.6, height: float = 2.4):
@@ -37,8 +40,9 @@ def _panels(n: int, width: float = 2.6, height: float = 2.4):
     return fig, axes[0]
 
 
-def _save(fig, path: str) -> None:
-    fig.savefig(path, dpi=120)
+def save(fig, path: str, dpi: int = 120) -> None:
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix[1:])
     plt.close(fig)
 
 
@@ -52,7 +56,7 @@ def block_pr_histograms(table: pd.DataFrame, sigma: float, path: str) -> None:
         ax.set(title=f"{block}: mean PR {pr.mean():.2f}", xlabel="participation ratio", xlim=(0, 1))
     axes[0].set_ylabel("images")
     fig.suptitle(f"Sparsity of the channel means ā per block (σ = {sigma:g})")
-    _save(fig, path)
+    save(fig, path)
 
 
 def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
@@ -63,7 +67,7 @@ def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
         ax.plot(curve.index, curve.to_numpy(), "o-", lw=2.5 if block == "M" else 1.2, label=block)
     ax.set(xlabel="σ2", ylabel=f"cos(ā(x_σ1), ā(x_σ2)), σ1 = {sigma1:g}", title="Stability across noise levels")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save(fig, path)
 
 
 def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> None:
@@ -77,7 +81,7 @@ def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> No
     ax.set(xlabel="participation ratio of a channel across images", ylabel="channels",
            title=f"Channel selectivity (threshold {threshold:.2f})")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save(fig, path)
 
 
 def _note(text: str, path: str) -> None:
@@ -85,7 +89,7 @@ def _note(text: str, path: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    _save(fig, path)
+    save(fig, path)
 
 
 def montage(rows: list[tuple[str, list]], path: str) -> None:
@@ -101,7 +105,7 @@ def montage(rows: list[tuple[str, list]], path: str) -> None:
             ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
         line[0].set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, path: str) -> None:
@@ -115,7 +119,7 @@ def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, path: str) ->
     ax_dim.set(ylabel="participation dimension of φ", title="dimension per group")
     ax_angle.boxplot([pairs[pairs.kind == k].mean_angle for k in kinds], tick_labels=kinds)
     ax_angle.set(ylabel="mean principal angle (°)", title="angle between groups")
-    _save(fig, path)
+    save(fig, path)
 
 
 def factor_heatmap(table: pd.DataFrame, path: str, top: int = 20) -> None:
@@ -128,7 +132,7 @@ def factor_heatmap(table: pd.DataFrame, path: str, top: int = 20) -> None:
            yticklabels=matrix.index, xlabel="channel", title="Mutual information (nats): channel ↔ factor")
     ax.tick_params(axis="x", labelsize=7)
     fig.colorbar(image, ax=ax)
-    _save(fig, path)
+    save(fig, path)
 
 
 def semantic_scores(table: pd.DataFrame, path: str) -> None:
@@ -143,7 +147,7 @@ def semantic_scores(table: pd.DataFrame, path: str) -> None:
         matrix.plot.bar(ax=ax, rot=45, width=0.8, legend=ax is axes[-1])
         ax.set(title=title, xlabel="", ylim=(0, 1))
     axes[-1].legend(fontsize=7, title="features", title_fontsize=7)
-    _save(fig, path)
+    save(fig, path)
 
 
 def sample_phi_error(table: pd.DataFrame, path: str) -> None:
@@ -162,7 +166,7 @@ def sample_phi_error(table: pd.DataFrame, path: str) -> None:
     ax_schedule.set(xlabel="σ", ylabel="relative φ error after matching", yscale="log",
                     title="self-guided: matching along the schedule")
     ax_schedule.invert_xaxis()
-    _save(fig, path)
+    save(fig, path)
 
 
 def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
@@ -200,4 +204,4 @@ def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
         ax.legend(fontsize=6)
     axes[2].text(0.98, 0.02, "dashed: pixels", transform=axes[2].transAxes, ha="right", fontsize=6)
     fig.suptitle("Emergence over training (step 0: the untrained network)")
-    _save(fig, path)
+    save(fig, path)

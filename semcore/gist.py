@@ -25,7 +25,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from semcore import scenes  # noqa: E402
+from semcore import figures, scenes  # noqa: E402
+from semcore.files import save_torch  # noqa: E402
 from semcore.shards import factor_table, read_batches, shard_paths  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,8 @@ class GistNet(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Config, heads and weights as plain data, loadable with torch.load(weights_only=True); atomic."""
-        tmp = f"{path}.tmp"
-        torch.save({"config": asdict(self.config), "in_channels": self.in_channels, "classes": self.classes,
-                    "state_dict": self.state_dict()}, tmp)
-        os.replace(tmp, path)
+        save_torch({"config": asdict(self.config), "in_channels": self.in_channels, "classes": self.classes,
+                    "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GistNet":
@@ -327,5 +326,4 @@ def agreement_figure(table: pd.DataFrame, path: str) -> None:
         ax.set(ylim=(-0.03, 1.03), ylabel="share predicted as the\nconditioner's class", xlabel="classifier head",
                title="Does the sample keep its conditioner's class?")
         ax.legend(ncol=2, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
-        fig.savefig(path, dpi=300)
-        plt.close(fig)
+        figures.save(fig, path, dpi=300)

@@ -20,6 +20,7 @@ from torch import nn
 
 from semcore import authors  # the authors' file format; imports this module only inside its functions
 from semcore.config import UNetConfig  # plain data, beside the other settings: planning needs no torch
+from semcore.files import save_torch
 
 class StdNorm(nn.Module):
     """x · γ_c / std(x): the paper's "LayerNorm" (std over C,H,W per image) or bias-free BatchNorm."""
@@ -110,9 +111,7 @@ class UNetFlex(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Config + weights as plain data, loadable with torch.load(weights_only=True); atomic."""
-        tmp = f"{path}.tmp"
-        torch.save({"config": asdict(self.config), "state_dict": self.state_dict()}, tmp)
-        os.replace(tmp, path)
+        save_torch({"config": asdict(self.config), "state_dict": self.state_dict()}, path)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location="cpu") -> "UNetFlex":

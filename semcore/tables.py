@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from semcore.files import atomic
 
 
 def vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -21,8 +22,9 @@ class ParquetSink:
     the file appears under its name only when closed without an error."""
 
     def __init__(self, path: str | Path, schema: pa.Schema, rows_per_group: int = 65_536):
-        self.path, self.tmp = Path(path), Path(f"{path}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.output = atomic(path)
+        self.tmp = self.output.__enter__()
         self.writer = pq.ParquetWriter(self.tmp, schema)
         self.schema, self.rows_per_group, self.buffer, self.buffered = schema, rows_per_group, [], 0
 
@@ -44,7 +46,4 @@ class ParquetSink:
         if error_type is None:
             self._flush()
         self.writer.close()
-        if error_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        self.output.__exit__(error_type, error, traceback)

@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from semcore import shards
 from semcore.config import TrainConfig, UNetConfig, architecture_differences, snapshot_name
+from semcore.files import atomic, save_torch
 from semcore.model import UNetFlex, initial_model, receptive_fields
 from semcore.runtime import Precision, as_model_input, resolve_device, tune_allocator
 
@@ -109,12 +110,6 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class RunLog:
     """log.jsonl: appended line by line, flushed, so a killed run keeps what it logged."""
 
@@ -175,7 +170,8 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     options_hash = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
     runtime = dict(precision.describe(device), processes=world, loader_workers=workers)
     if master:
-        (run_dir / "options.json").write_text(json.dumps(dict(options, hash=options_hash, runtime=runtime), indent=2))
+        with atomic(run_dir / "options.json") as tmp:
+            tmp.write_text(json.dumps(dict(options, hash=options_hash, runtime=runtime), indent=2))
 
     # The initial weights (DDP gives all ranks rank 0's anyway); channels-last: faster convs on CPU and GPU.
     model = initial_model(model_config, config.seed).to(device, memory_format=torch.channels_last)
@@ -221,8 +217,8 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         return table
 
     def save_checkpoint(step: int) -> None:
-        _save_atomic(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                          schedule=schedule.state_dict(), step=step, options_hash=options_hash), checkpoint_path)
+        save_torch(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        schedule=schedule.state_dict(), step=step, options_hash=options_hash), checkpoint_path)
 
     saved_step = start or None  # the step of the good checkpoint on disk
 

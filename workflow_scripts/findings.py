@@ -1,10 +1,10 @@
 """Adapter for rule `findings`: the paper's claims against this run's tables → Parquet, Markdown, HTML."""
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from semcore import findings
+from semcore.files import atomic
 from semcore.shards import write_parquet
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -14,6 +14,8 @@ table = findings.table(pd.read_parquet(i.block_pr), pd.read_parquet(i.stability)
                        pd.read_parquet(i.agreement) if i.agreement else None)
 write_parquet(table, snakemake.output.table)
 text = findings.markdown(table, f"Findings on {snakemake.params.name}")
-Path(snakemake.output.markdown).write_text(text)
-Path(snakemake.output.html).write_text(table.to_html(index=False, float_format="%.3g", border=0))
+for path, content in ((snakemake.output.markdown, text),
+                      (snakemake.output.html, table.to_html(index=False, float_format="%.3g", border=0))):
+    with atomic(path) as tmp:
+        tmp.write_text(content)
 print(text, file=sys.stderr)

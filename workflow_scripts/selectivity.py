@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from semcore import figures, shards, stats
+from semcore.files import atomic
 from semcore.phi import read_phi
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -15,8 +16,8 @@ table, threshold, bimodal = stats.channel_table(phi, p.active_fraction)
 shards.write_parquet(table, snakemake.output.table)
 summary = dict(sigma=p.sigma, threshold=threshold, bimodal=bimodal, channels=len(table),
                selective=int(table.selective.sum()), dead=int(table.pr.isna().sum()))
-with open(snakemake.output.summary, "w") as f:
-    json.dump(summary, f, indent=2)
+with atomic(snakemake.output.summary) as tmp:
+    tmp.write_text(json.dumps(summary, indent=2))
 print(summary, file=sys.stderr)
 figures.channel_pr_histogram(table, threshold, snakemake.output.histogram)
 
