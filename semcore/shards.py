@@ -2,17 +2,18 @@
 
 A sample is `<key>.png` (the conformed image) + `<key>.json` (label, label_name, source, origin, split,
 factors). Shards are `{split}-{i:06d}.tar`, written under a temporary name and renamed when complete,
-so a killed job never leaves a shard that looks whole. The manifest has one row per input item.
+so a killed job never leaves a shard that looks whole; `index.json` beside them records each shard's
+samples and bytes, and reading checks both. The manifest has one row per input item.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
 import json
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,11 +25,20 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
+from semcore.files import atomic
 from semcore.sources import Item, UnusableImage, conform
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 PREFETCH_BATCHES = 4  # per loader worker: a few batches in hand cover uneven decoding times
+INDEX = "index.json"
+RERUN = "rerun it with `snakemake --forcerun shard`"
+MANIFEST_COLUMNS = ["key", "origin", "label", "label_name", "source", "split", "shard", "status", "reason", "factors",
+                    "transforms", "duplicate_of"]
+
+
+class CorruptShard(ValueError):
+    """A shard that is not as `write_shards` wrote it: truncated, replaced, or holding foreign members."""
 
 
 def split_of(key: str, seed: int, test_fraction: float) -> str:
@@ -42,7 +52,8 @@ class _ShardSequence:
 
     def __init__(self, out_dir: Path, split: str, per_shard: int):
         self.out_dir, self.split, self.per_shard = out_dir, split, per_shard
-        self.index, self.count, self.writer, self.file = -1, 0, None, None
+        self.index, self.count, self.writer, self.shard = -1, 0, None, None
+        self.written = {}  # shard name → its samples and bytes, for the index
 
     @property
     def name(self) -> str:
@@ -52,8 +63,9 @@ class _ShardSequence:
         if self.writer is None or self.count == self.per_shard:
             self.close()
             self.index, self.count = self.index + 1, 0
-            self.file = open(self.out_dir / (self.name + ".tmp"), "wb")
-            self.writer = wds.TarWriter(self.file, mtime=0)  # fixed mtime: byte-identical tars
+            self.shard = contextlib.ExitStack()  # the tar file, then its rename from a temporary name
+            tmp = self.shard.enter_context(atomic(self.out_dir / self.name))
+            self.writer = wds.TarWriter(self.shard.enter_context(open(tmp, "wb")), mtime=0)  # byte-identical tars
         self.writer.write(sample)
         self.count += 1
         return self.name
@@ -61,8 +73,8 @@ class _ShardSequence:
     def close(self):
         if self.writer is not None:
             self.writer.close()
-            self.file.close()
-            os.replace(self.out_dir / (self.name + ".tmp"), self.out_dir / self.name)
+            self.shard.close()
+            self.written[self.name] = {"samples": self.count, "bytes": (self.out_dir / self.name).stat().st_size}
             self.writer = None
 
 
@@ -74,7 +86,8 @@ def png_bytes(pixels) -> bytes:
 
 def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, size: int, channels: int,
                  min_size: int, test_fraction: float, seed: int, samples_per_shard: int) -> pd.DataFrame:
-    """Conform and write every readable item; returns the manifest (one row per item, written or skipped)."""
+    """Conform and write every readable item, and the shard index; returns the manifest (one row per item,
+    written or skipped). Raises ValueError, saying why inputs were skipped, when a split would be empty."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sequences = {split: _ShardSequence(out_dir, split, samples_per_shard) for split in SPLITS}
@@ -83,10 +96,11 @@ def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, siz
         split = split_of(item.key, seed, test_fraction)
         row = dict(key=item.key, origin=item.origin, label=item.label, label_name=item.label_name,
                    source=source, split=split, shard=None, status="skipped", reason=item.error,
-                   factors=json.dumps(item.factors, sort_keys=True) if item.factors else None)
+                   factors=json.dumps(item.factors, sort_keys=True) if item.factors else None,
+                   transforms="; ".join(item.transforms) or None, duplicate_of=item.duplicate_of)
         if item.error is None:
             try:
-                pixels = conform(item.image, size, channels, min_size)
+                pixels, transforms = conform(item.image, size, channels, min_size)
             except UnusableImage as error:
                 row["reason"] = str(error)
             else:
@@ -94,41 +108,133 @@ def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, siz
                             split=split, factors=item.factors)
                 sample = {"__key__": item.key, "png": png_bytes(pixels),
                           "json": json.dumps(meta, sort_keys=True).encode()}
-                row.update(shard=sequences[split].write(sample), status="written")
+                row.update(shard=sequences[split].write(sample), status="written",
+                           transforms="; ".join(item.transforms + transforms) or None)
         if row["status"] == "skipped":
             log.warning("skipped %s (%s): %s", item.key, item.origin, row["reason"])
         rows.append(row)
     for sequence in sequences.values():
         sequence.close()
-    manifest = pd.DataFrame(rows, columns=["key", "origin", "label", "label_name", "source", "split", "shard",
-                                           "status", "reason", "factors"])
-    if manifest.empty:
-        raise ValueError(f"data.source {source!r} yielded no inputs")
+    with atomic(out_dir / INDEX) as tmp:
+        tmp.write_text(json.dumps({name: counts for sequence in sequences.values()
+                                   for name, counts in sequence.written.items()}, indent=1, sort_keys=True))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    _check_splits(manifest, source, test_fraction)
     log.info("%d inputs: %d written, %d skipped", len(manifest), (manifest.status == "written").sum(),
              (manifest.status == "skipped").sum())
     return manifest
 
 
+def _check_splits(manifest: pd.DataFrame, source: str, test_fraction: float) -> None:
+    """Refuse a data set that cannot train or be evaluated, counting the reasons its inputs were skipped."""
+    written = manifest.split[manifest.status == "written"].value_counts()
+    if not written.sum():
+        problem = f"none of the {len(manifest)} inputs could be used (see data.size / data.min_size and data.{source})"
+    elif not written.get("train"):
+        problem = f"all {written.sum()} usable images fell in the test split: add images or lower data.test_fraction"
+    elif test_fraction > 0 and not written.get("test"):
+        problem = (f"none of the {written.sum()} usable images fell in the test split: add images or raise "
+                   f"data.test_fraction ({test_fraction})")
+    else:
+        return
+    skipped = manifest[manifest.status == "skipped"]
+    kinds = skipped.reason.str.split(": ", n=1).str[0].where(skipped.duplicate_of.isna(), "duplicate")
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.value_counts().items())
+    raise ValueError(f"data.{source}: {problem}" + (f"; skipped: {counts}" if counts else ""))
+
+
 def write_parquet(table: pd.DataFrame, path: str | Path) -> None:
     """Write under a temporary name and rename: a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def read_index(shard_dir: str | Path) -> dict[str, dict]:
+    """Shard name → {"samples", "bytes"}, as `write_shards` recorded them."""
+    path = Path(shard_dir) / INDEX
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing: the shards in {shard_dir} predate the shard index, or their "
+                                f"writing did not finish; {RERUN}") from None
+    except ValueError as error:
+        raise CorruptShard(f"{path}: not a shard index ({error}); {RERUN}") from None
 
 
 def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
-    paths = sorted(str(p) for p in Path(shard_dir).glob(f"{split}-*.tar"))
+    """The shards of a split the index lists (stray files beside them are not), each checked to be there,
+    whole."""
+    index = read_index(shard_dir)
+    paths = [Path(shard_dir) / name for name in sorted(index) if name.startswith(f"{split}-")]
     if not paths:
-        raise FileNotFoundError(f"no {split} shards in {shard_dir} (is data.test_fraction > 0?)")
-    return paths
+        raise FileNotFoundError(f"no {split} shards in {Path(shard_dir) / INDEX} (is data.test_fraction > 0?)")
+    for path in paths:
+        recorded = index[path.name]["bytes"]
+        try:
+            found = path.stat().st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: missing, the shard index lists it; {RERUN}") from None
+        if found != recorded:
+            raise CorruptShard(f"{path}: {found} bytes, the shard index says {recorded}: truncated or replaced; "
+                               f"{RERUN}")
+    return [str(path) for path in paths]
+
+
+def _samples(paths: Iterable[str]) -> Iterator[dict]:
+    """The samples of each shard in turn, checked: a shard that is not whole (a tar that ends early, or
+    that garbage cuts short, which tarfile takes for its end) or a sample with members other than .png and
+    .json raises CorruptShard naming the shard, never a silent loss or a decoded foreign member (.pyd,
+    .pth: WebDataset's decoders would unpickle them)."""
+    for path in map(Path, paths):
+        index = read_index(path.parent)
+        if path.name not in index:
+            raise CorruptShard(f"{path}: not in the shard index {path.parent / INDEX}; {RERUN}")
+        key, count = None, 0  # the last sample read whole, and how many were
+        try:
+            for sample in wds.tarfile_to_samples()([dict(url=str(path))]):
+                extensions = sorted(name for name in sample if not name.startswith("__"))
+                if extensions != ["json", "png"]:
+                    members = [f"{sample['__key__']}.{extension}" for extension in extensions]
+                    raise CorruptShard(f"{path}: sample {sample['__key__']!r} has the members {members}; a shard's "
+                                       "samples hold a .png and a .json, and nothing else is read")
+                key, count = sample["__key__"], count + 1
+                yield sample
+        except CorruptShard:
+            raise
+        except Exception as error:  # tarfile's and WebDataset's, on bytes that are not a whole tar
+            what = error.args[0] if error.args else type(error).__name__
+            raise CorruptShard(f"{path}: unreadable {_after(key)} ({what}); {RERUN}") from error
+        expected = index[path.name]["samples"]
+        if count != expected:
+            raise CorruptShard(f"{path}: {count} samples, the shard index says {expected}: cut short {_after(key)}, "
+                               f"or replaced; {RERUN}")
+
+
+def _after(key: str | None) -> str:
+    return f"after sample {key!r}" if key else "at its start"
+
+
+@contextlib.contextmanager
+def _member(sample: dict, extension: str) -> Iterator[None]:
+    """Errors decoding a member of a sample name its shard and the member."""
+    try:
+        yield
+    except Exception as error:
+        raise CorruptShard(f"{sample['__url__']}: member {sample['__key__']}.{extension} is unreadable ({error}); "
+                           f"{RERUN}") from error
 
 
 def decode_batch(samples: list[dict]) -> torch.Tensor:
     """The PNGs of a batch of samples → uint8 [B, C, H, W] (a channels-last view), in one pass."""
-    pixels = np.stack([np.asarray(Image.open(io.BytesIO(sample["png"]))) for sample in samples])
+    pixels = np.stack([_pixels(sample) for sample in samples])
     if pixels.ndim == 3:  # grayscale
         pixels = pixels[..., None]
     return torch.from_numpy(pixels).permute(0, 3, 1, 2)
+
+
+def _pixels(sample: dict) -> np.ndarray:
+    with _member(sample, "png"):
+        return np.asarray(Image.open(io.BytesIO(sample["png"]), formats=["PNG"]))
 
 
 class BatchStream(torch.utils.data.IterableDataset):
@@ -151,15 +257,14 @@ class BatchStream(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         if workers > len(self.paths):
             raise ValueError(f"train.loader_workers: {workers} for {len(self.paths)} shards: a worker would have none")
-        samples = wds.tarfile_to_samples()(self._hand(worker, workers))
+        samples = _samples(self._hand(worker, workers))
         shuffled = wds.shuffle(self.shuffle_buffer, seed=f"{self.seed}:worker{worker}")(samples)
         return wds.batched(self.batch_size, collation_fn=decode_batch, partial=False)(shuffled)
 
-    def _hand(self, worker: int, workers: int) -> Iterator[dict]:
+    def _hand(self, worker: int, workers: int) -> Iterator[str]:
         for epoch in itertools.count():
             order = random.Random(f"{self.seed}:epoch{epoch}").sample(self.paths, len(self.paths))
-            for path in order[worker::workers]:
-                yield dict(url=path)
+            yield from order[worker::workers]
 
 
 def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int, shuffle_buffer: int = 2000,
@@ -182,15 +287,20 @@ def batches(shard_dir: str | Path, split: str, batch_size: int, seed: int, shuff
 
 
 def _with_metadata(samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
-    return [{"key": s["__key__"], **json.loads(s["json"])} for s in samples], decode_batch(samples)
+    return [_metadata(sample) for sample in samples], decode_batch(samples)
+
+
+def _metadata(sample: dict) -> dict:
+    with _member(sample, "json"):
+        return {"key": sample["__key__"], **json.loads(sample["json"])}
 
 
 def read_batches(paths: list[str], batch_size: int, limit: int | None = None) -> Iterator[tuple[list[dict], torch.Tensor]]:
     """The samples of the shards in order, once (the first `limit` only, if given): (metadata dicts
     with "key", uint8 images)."""
     taken = 0
-    shard_samples = wds.WebDataset(paths, shardshuffle=False, nodesplitter=None)  # all of them, also under DDP
-    for metas, images in shard_samples.batched(batch_size, collation_fn=_with_metadata):
+    # all of them, in order, also under DDP and in a loader worker
+    for metas, images in wds.batched(batch_size, collation_fn=_with_metadata)(_samples(paths)):
         if limit is not None:
             if taken >= limit:
                 return

@@ -6,12 +6,19 @@ Every input yields exactly one Item, readable or not, so that a manifest can acc
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
+import re
+import stat
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from semcore import scenes
 
@@ -25,26 +32,44 @@ class Item:
     image: Image.Image | None = None
     factors: dict = field(default_factory=dict)
     error: str | None = None  # why the input could not be read; image is None then
+    transforms: list[str] = field(default_factory=list)  # what reading did to the pixels (turned upright)
+    duplicate_of: str | None = None  # the key of an earlier input with the same bytes
 
 
 class UnusableImage(ValueError):
     """An input that was read but cannot become a training image (mode, size)."""
 
 
-# Modes PIL converts to RGB / L without losing meaning; 16-bit and float images need a decision
-# (windowing, scaling) that only the user can make.
+# Modes PIL converts to RGB / L without losing meaning.
 CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+# 16-bit grey has one sensible 8-bit version: its full range scaled down.
+SIXTEEN_BIT_GREY_MODES = {"I;16", "I;16B", "I;16L"}
+# 32-bit pixels need a choice of value range (windowing) that only the user can make.
+WIDE_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+ALPHA_MODES = {"RGBA", "LA", "PA"}
 
 
-def conform(image: Image.Image, size: int, channels: int, min_size: int) -> np.ndarray:
-    """Center-crop and resize to size×size, convert to RGB or grayscale: uint8 H×W×C."""
-    if image.mode not in CONVERTIBLE_MODES:
-        raise UnusableImage(f"unsupported image mode {image.mode!r} (8-bit L/RGB-like modes only)")
+def conform(image: Image.Image, size: int, channels: int, min_size: int) -> tuple[np.ndarray, list[str]]:
+    """Center-crop and resize to size×size, convert to RGB or grayscale: (uint8 H×W×C, the conversions
+    beyond those that the manifest records: 16-bit scaling, alpha flattening)."""
+    allowed = CONVERTIBLE_MODES | SIXTEEN_BIT_GREY_MODES
+    if image.mode not in allowed:
+        raise UnusableImage(f"unsupported image mode {image.mode!r} ({WIDE_MODES.get(image.mode, 'unknown')}): "
+                            f"save it as 8- or 16-bit; allowed are {sorted(allowed)}")
     if min(image.size) < min_size:
-        raise UnusableImage(f"too small: {image.size[0]}x{image.size[1]} < min_size {min_size}")
+        raise UnusableImage(f"too small (< data.min_size {min_size}): {image.size[0]}x{image.size[1]}")
+    transforms = []
+    if image.mode in SIXTEEN_BIT_GREY_MODES:
+        image = Image.fromarray(np.round(np.asarray(image) * (255 / 65535)).astype(np.uint8))
+        transforms.append("16-bit scaled to 8-bit")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:  # an opaque alpha channel changes nothing
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+            transforms.append("alpha flattened onto white")
     image = image.convert("RGB" if channels == 3 else "L")
     image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+    return np.asarray(image, dtype=np.uint8).reshape(size, size, channels), transforms
 
 
 def synthetic(n_images: int, seed: int, size: int, backgrounds=scenes.BACKGROUNDS,
@@ -65,15 +90,20 @@ def mnist5k() -> Iterator[Item]:
                    Image.fromarray(row.reshape(28, 28)))
 
 
+# The bundled photographs: scikit-image's, then scikit-learn's sample images.
+SKIMAGE_PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
+                       "immunohistochemistry", "camera", "brick", "grass", "gravel", "moon", "coins", "clock")
+SKLEARN_PHOTOGRAPHS = ("china", "flower")
+PHOTOGRAPHS = SKIMAGE_PHOTOGRAPHS + SKLEARN_PHOTOGRAPHS
+
+
 def bundled_photographs() -> dict[str, callable]:
     """Real photographs and textures shipped inside the scikit-image and scikit-learn wheels."""
     import skimage.data as sk
     from sklearn.datasets import load_sample_image
 
-    names = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
-             "immunohistochemistry", "camera", "brick", "grass", "gravel", "moon", "coins", "clock"]
-    loaders = {name: getattr(sk, name) for name in names}
-    loaders |= {name: lambda n=name: load_sample_image(f"{n}.jpg") for name in ("china", "flower")}
+    loaders = {name: getattr(sk, name) for name in SKIMAGE_PHOTOGRAPHS}
+    loaders |= {name: lambda n=name: load_sample_image(f"{n}.jpg") for name in SKLEARN_PHOTOGRAPHS}
     return loaders
 
 
@@ -97,50 +127,197 @@ def patches(n_per_image: int, crop_min: int, crop_max: int, images: list[str] | 
 
 
 def folder(path: str) -> Iterator[Item]:
-    """Every file under `path` (recursive, sorted); the first sub-folder names the label when present."""
+    """Every entry under `path` (recursive, sorted; see list_folder), readable or not; the first sub-folder
+    names the label when present. Keys come from the relative path: adding or removing a file keeps every
+    other file's key, and so its split. Of files with the same bytes, the first is read, the others skipped."""
     root = Path(path)
-    files = list_folder(root)
-    label_names = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+    entries = list_folder(root)
+    label_names = sorted({_label_name(entry.relative_to(root)) for entry in entries} - {""})
     label_of = {name: i for i, name in enumerate(label_names)}
-    for i, file in enumerate(files):
-        parts = file.relative_to(root).parts
-        label_name = parts[0] if len(parts) > 1 else ""
-        item = Item(f"file_{i:08d}", str(file), label_of.get(label_name, -1), label_name)
+    first_with = {}  # sha256 of the bytes → key and origin of the first file holding them
+    for entry in entries:
+        relative = entry.relative_to(root)
+        label_name = _label_name(relative)
+        item = Item(_file_key(relative), _printable(entry), label_of.get(label_name, -1), label_name)
         try:
-            with Image.open(file) as image:
-                image.load()  # decode now: truncated files fail here, not later
-                item.image = image
-        except Exception as error:  # untrusted bytes: any decoder failure is a skip, never a crash
-            item.error = _read_error(file, error)
+            with _open(entry, relative) as file:  # streamed: a large file that is no image is never read whole
+                image, transforms = _decode(file)
+                file.seek(0)
+                digest = hashlib.file_digest(file, "sha256").digest()
+            if digest in first_with:
+                item.duplicate_of, origin = first_with[digest]
+                raise _Skip(f"duplicate of {item.duplicate_of} ({origin})")
+            first_with[digest] = item.key, item.origin
+            item.image, item.transforms = image, transforms
+        except _Skip as skip:
+            item.error = str(skip)
+        except OSError as error:  # the disk failed reading a file it had opened
+            item.error = f"unreadable file: {error.strerror}"
         yield item
 
 
 def list_folder(root: Path) -> list[Path]:
+    """Every entry under root that a manifest accounts for, sorted by relative path: files, and what sits
+    where files do without being one (broken symlinks, symlink loops, special files, folders that could not
+    be listed). Symlinked folders are followed; a folder already walked (an alias, a loop) is not again."""
     if not root.is_dir():
         raise FileNotFoundError(f"data.folder.path: {str(root)!r} is not a directory")
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    entries, walked = [], {_identity(root)}
+    for folder_path, folders, files in os.walk(root, onerror=lambda error: entries.append(Path(error.filename)),
+                                               followlinks=True):
+        # Real folders before symlinks to them: their files keep the real path, and its label.
+        folders.sort(key=lambda name: (os.path.islink(os.path.join(folder_path, name)), name))
+        folders[:] = [name for name in folders if _first_walk(Path(folder_path, name), walked)]
+        entries += [Path(folder_path, name) for name in files]
+    return sorted(entries, key=lambda entry: entry.parts)
 
 
-def _read_error(file: Path, error: Exception) -> str:
-    if file.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    if isinstance(error, Image.UnidentifiedImageError):
-        return "not an image (unrecognised format)"
-    return f"unreadable image: {error}"
+def input_files(root: Path) -> list[Path]:
+    """The files `folder` can read: regular, readable, not hidden. The workflow declares them as inputs
+    (Snakemake stops on a declared input that is missing, such as a broken symlink)."""
+    return [entry for entry in list_folder(root)
+            if not _hidden_reason(entry.relative_to(root)) and entry.is_file() and os.access(entry, os.R_OK)]
+
+
+def check_folder(path: str) -> None:
+    """Refuse a folder that cannot give a run, cheaply enough for when the workflow is planned: files are
+    listed, not decoded."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"data.folder.path: {path!r} {'is not a directory' if root.exists() else 'does not exist'}")
+    files = input_files(root)
+    if not files:
+        raise ValueError(f"data.folder.path: {path!r} holds no readable files (hidden ones do not count)")
+    per_label = Counter(_label_name(file.relative_to(root)) for file in files)
+    lonely = [f"label {name!r} has 1 image" for name, count in sorted(per_label.items()) if name and count == 1]
+    if lonely:
+        raise ValueError(f"data.folder.path: {', '.join(lonely)}; the semantic scores and the probe need ≥ 2 per "
+                         "label: add images or remove the folder")
+
+
+class _Skip(Exception):
+    """Why an entry of a folder is not an image (the message is the manifest's reason)."""
+
+
+# What a folder can list besides regular files (a folder: one that os.walk could not list).
+NOT_REGULAR = {stat.S_IFDIR: "a folder that could not be listed", stat.S_IFIFO: "a named pipe",
+               stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _open(entry: Path, relative: Path) -> BinaryIO:
+    """The file, open for reading, or _Skip saying why it cannot be."""
+    hidden = _hidden_reason(relative)
+    if hidden:
+        raise _Skip(hidden)
+    try:
+        info = os.stat(entry)
+        if not stat.S_ISREG(info.st_mode):  # opening a named pipe would wait forever
+            raise _Skip(f"not a regular file: {NOT_REGULAR.get(stat.S_IFMT(info.st_mode), 'of an unknown type')}")
+        if info.st_size == 0:
+            raise _Skip("empty file (0 bytes)")
+        return open(entry, "rb")
+    except FileNotFoundError:
+        raise _Skip("broken symlink" if entry.is_symlink() else "vanished while reading") from None
+    except PermissionError:
+        raise _Skip("permission denied") from None
+    except OSError as error:
+        raise _Skip("symlink loop" if error.errno == errno.ELOOP else f"unreadable file: {error.strerror}") from None
+
+
+def _decode(file: BinaryIO) -> tuple[Image.Image, list[str]]:
+    """The image, decoded now (truncated files fail here, not later) and turned upright."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a skip, not a warning in a log
+            image = Image.open(file)
+            image.load()
+        if image.mode == "I" and image.format == "PNG":  # older Pillow opens 16-bit grey PNGs as 32-bit "I"
+            image = image.convert("I;16")
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+        if orientation in range(2, 9):  # 1 is upright already
+            return ImageOps.exif_transpose(image), [f"exif orientation {orientation}: turned upright"]
+        return image, []
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        pixels = re.search(r"(\d+) pixels", str(error))  # Pillow refuses before the size is known to us
+        raise _Skip(f"decompression bomb: {pixels[1] if pixels else 'more'} pixels > Pillow's limit "
+                    f"{Image.MAX_IMAGE_PIXELS}") from None
+    except Image.UnidentifiedImageError:
+        raise _Skip("not an image (unrecognised format)") from None
+    except Exception as error:  # untrusted bytes: any decoder failure is a skip, never a crash
+        raise _Skip(f"unreadable image (truncated or corrupt): {error}") from None
+
+
+def _hidden_reason(relative: Path) -> str | None:
+    hidden_folders = [part for part in relative.parts[:-1] if part.startswith(".")]
+    if hidden_folders:
+        return f"in hidden folder {_printable(hidden_folders[0])}"
+    return "hidden file" if relative.name.startswith(".") else None
+
+
+def _label_name(relative: Path) -> str:
+    """The first sub-folder, unless hidden; "" for files at the top."""
+    first = relative.parts[0] if len(relative.parts) > 1 else ""
+    return "" if first.startswith(".") else _printable(first)
+
+
+def _file_key(relative: Path) -> str:
+    """A key from the relative path alone, with no "." (WebDataset cuts keys at the first dot)."""
+    return "file_" + hashlib.blake2b(os.fsencode(relative.as_posix()), digest_size=8).hexdigest()
+
+
+def _printable(name: str | Path) -> str:
+    """A name as text Parquet and JSON can hold: bytes that are not UTF-8 become \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
+
+
+def _first_walk(folder: Path, walked: set[tuple[int, int]]) -> bool:
+    try:
+        identity = _identity(folder)
+    except OSError:
+        return True  # os.walk reports it through onerror
+    if identity in walked:
+        return False
+    walked.add(identity)
+    return True
 
 
 def imagenet64(paths: list[str]) -> Iterator[Item]:
-    """Downsampled-ImageNet npz batches: `data` uint8 N×(3·64·64) planar RGB, `labels` 1-based."""
+    """Downsampled-ImageNet npz batches: `data` uint8 N×(3·s·s) planar RGB, `labels` 1-based (1..1000)."""
     for path in paths:
-        with np.load(path) as batch:
-            if "data" not in batch or "labels" not in batch:
-                raise ValueError(f"data.imagenet64.paths: {path} lacks the 'data' and 'labels' arrays")
-            pixels, labels = batch["data"], batch["labels"]
-        side = int(round((pixels.shape[1] // 3) ** 0.5))
+        images, labels = _imagenet64_batch(path)
         stem = Path(path).stem.replace(".", "_")
-        for row, (flat, label) in enumerate(zip(pixels, labels)):
-            rgb = flat.reshape(3, side, side).transpose(1, 2, 0)
+        for row, (rgb, label) in enumerate(zip(images, labels)):
             yield Item(f"{stem}_{row:07d}", f"{path}[{row}]", int(label) - 1, str(int(label) - 1), Image.fromarray(rgb))
+
+
+def _imagenet64_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N×s×s×3) and labels of a batch, checked: a file that is not one is refused, naming it."""
+    where = f"data.imagenet64.paths: {path}"
+    try:
+        with np.load(path) as batch:  # allow_pickle=False, the default: object arrays are refused, never unpickled
+            found = batch.files
+            arrays = {name: batch[name] for name in ("data", "labels") if name in found}
+    except Exception as error:  # whatever np.load makes of a file that is not an .npz
+        raise ValueError(f"{where}: not a readable .npz batch ({type(error).__name__}: {error})") from error
+    if len(arrays) < 2:
+        raise ValueError(f"{where}: has the arrays {found}; a batch has 'data' and 'labels'")
+    pixels, labels = arrays["data"], arrays["labels"]
+    side = round((pixels.shape[1] / 3) ** 0.5) if pixels.ndim == 2 else 0
+    if pixels.dtype != np.uint8 or side == 0 or pixels.shape[1] != 3 * side**2:
+        raise ValueError(f"{where}: 'data' is {pixels.dtype} of shape {pixels.shape}; allowed is uint8 N×(3·s·s), "
+                         "planar RGB s×s images (N×12288 for 64×64)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(pixels):
+        raise ValueError(f"{where}: 'labels' is {labels.dtype} of shape {labels.shape}; allowed are integers of "
+                         f"shape ({len(pixels)},), one per row of 'data'")
+    outside = labels[(labels < 1) | (labels > 1000)]
+    if len(outside):
+        raise ValueError(f"{where}: 'labels' holds {outside[0]}; allowed are ImageNet's 1..1000")
+    return pixels.reshape(-1, 3, side, side).transpose(0, 2, 3, 1), labels
 
 
 def iter_items(source: str, options: dict, *, size: int, seed: int) -> Iterator[Item]:

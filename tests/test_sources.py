@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,16 +29,52 @@ def test_synthetic_covers_every_background_and_foreground_with_factors():
 
 def test_conform_crops_resizes_and_converts():
     wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 80, 3), dtype=np.uint8))
-    assert conform(wide, 32, 3, 32).shape == (32, 32, 3)
-    assert conform(wide, 32, 1, 32).shape == (32, 32, 1)
-    assert conform(wide.convert("P"), 16, 3, 16).dtype == np.uint8
+    assert conform(wide, 32, 3, 32)[0].shape == (32, 32, 3)
+    assert conform(wide, 32, 1, 32)[0].shape == (32, 32, 1)
+    assert conform(wide.convert("P"), 16, 3, 16)[0].dtype == np.uint8
+    assert conform(wide.convert("CMYK"), 16, 3, 16)[1] == []
+    huge = Image.new("RGB", (4000, 3000), "red")
+    assert conform(huge, 16, 3, 16)[0][8, 8].tolist() == [255, 0, 0]
 
 
-def test_conform_rejects_small_and_16_bit_images():
-    with pytest.raises(UnusableImage, match="too small"):
+def test_conform_rejects_small_and_32_bit_images():
+    with pytest.raises(UnusableImage, match=r"too small \(< data.min_size 32\): 20x40"):
         conform(Image.new("RGB", (20, 40)), 32, 3, 32)
-    with pytest.raises(UnusableImage, match="mode 'I;16'"):
-        conform(Image.new("I;16", (64, 64)), 32, 3, 32)
+    with pytest.raises(UnusableImage, match=r"mode 'F' \(32-bit float\)"):
+        conform(Image.new("F", (64, 64)), 32, 3, 32)
+    with pytest.raises(UnusableImage, match=r"mode 'I' \(32-bit integer\)"):
+        conform(Image.new("I", (64, 64)), 32, 3, 32)
+
+
+@pytest.mark.parametrize(("mode", "dtype"), [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2")])
+def test_conform_scales_16_bit_grey_over_its_full_range(mode, dtype):
+    grey = np.array([[0, 32768, 65535, 65535]] * 4).astype(dtype)
+    image = Image.frombytes(mode, (4, 4), grey.tobytes())
+    pixels, transforms = conform(image, 4, 1, 4)
+    assert pixels[0, :, 0].tolist() == [0, 128, 255, 255] and transforms == ["16-bit scaled to 8-bit"]
+
+
+def black_with_a_corner(mode: str, transparent: bool) -> Image.Image:
+    """A black 4×4 image whose top-left pixel is transparent, or not."""
+    if mode == "P":
+        image = Image.new("P", (4, 4), 1)
+        image.putpalette([0, 0, 0] * 2)
+        image.putpixel((0, 0), 0)
+        if transparent:
+            image.info["transparency"] = 0  # a transparent palette entry
+        return image
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0 if transparent else 255))
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "P"])
+def test_conform_flattens_transparency_onto_white(mode):
+    pixels, transforms = conform(black_with_a_corner(mode, transparent=True), 4, 3, 4)
+    assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[3, 3].tolist() == [0, 0, 0]
+    assert transforms == ["alpha flattened onto white"]
+    pixels, transforms = conform(black_with_a_corner(mode, transparent=False), 4, 3, 4)
+    assert pixels[0, 0].tolist() == [0, 0, 0] and transforms == []  # opaque: nothing to flatten
 
 
 def test_mnist5k_is_the_real_bundled_digits():
@@ -75,6 +113,42 @@ def test_imagenet64_reads_planar_rgb_and_one_based_labels(tmp_path):
     items = list(imagenet64([str(tmp_path / "batch_1.npz")]))
     assert [item.label for item in items] == [0, 999]
     assert np.asarray(items[0].image)[0, 0].tolist() == [255, 0, 0]
+
+
+def imagenet64_batch(path, **arrays):
+    """A batch of two 8×8 images, with `arrays` replacing its own (None: left out)."""
+    arrays = {"data": np.zeros((2, 3 * 8 * 8), dtype=np.uint8), "labels": np.array([1, 1000])} | arrays
+    np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+    return str(path)
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    (dict(labels=None), r"has the arrays \['data'\]; a batch has 'data' and 'labels'"),
+    (dict(data=np.zeros((2, 192), dtype=np.float32)), r"'data' is float32 of shape \(2, 192\); allowed is uint8"),
+    (dict(data=np.zeros((2, 3, 64), dtype=np.uint8)), r"'data' is uint8 of shape \(2, 3, 64\)"),
+    (dict(data=np.zeros((2, 100), dtype=np.uint8)), r"'data' is uint8 of shape \(2, 100\)"),
+    (dict(labels=np.array([[1, 2]])), r"'labels' is int64 of shape \(1, 2\); allowed are integers of shape \(2,\)"),
+    (dict(labels=np.array([1.0, 2.0])), r"'labels' is float64"),
+    (dict(labels=np.array([1, 2, 3])), r"'labels' is int64 of shape \(3,\)"),
+    (dict(labels=np.array([0, 5])), r"'labels' holds 0; allowed are ImageNet's 1..1000"),
+    (dict(labels=np.array([5, 1001])), r"'labels' holds 1001"),
+    (dict(labels=np.array([1, {"code": "pickled"}], dtype=object)),  # np.load must not unpickle it
+     r"not a readable .npz batch \(ValueError: Object arrays cannot be loaded when allow_pickle=False"),
+])
+def test_imagenet64_refuses_a_bad_batch_naming_it(tmp_path, arrays, message):
+    path = imagenet64_batch(tmp_path / "batch_1.npz", **arrays)
+    with pytest.raises(ValueError, match=f"data.imagenet64.paths: {re.escape(path)}: {message}"):
+        list(imagenet64([path]))
+
+
+def test_imagenet64_refuses_a_file_that_is_not_an_npz(tmp_path):
+    for name, content in (("text.npz", b"not numpy at all"), ("empty.npz", b"")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"data.imagenet64.paths: {tmp_path / name}: not a readable .npz batch"):
+            list(imagenet64([str(tmp_path / name)]))
+    np.save(tmp_path / "plain.npy", np.zeros(3))  # an array, not a batch of them
+    with pytest.raises(ValueError, match="plain.npy: not a readable .npz batch"):
+        list(imagenet64([str(tmp_path / "plain.npy")]))
 
 
 def test_iter_items_names_the_bad_key():
