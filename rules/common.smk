@@ -8,9 +8,10 @@ from snakemake.utils import validate
 
 from semcore import config as semcore_config
 from semcore.features import feature_set_names, parse as parse_feature_set
-from semcore.sources import list_folder
+from semcore.sources import input_files
 
-validate(config, schema="../schemas/config.schema.yaml")
+semcore_config.validate(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # a short line per error
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 semcore_config.check(config)
 
 # Workflow scripts import semcore from this checkout, also inside --software-deployment-method conda envs.
@@ -26,9 +27,10 @@ def source_options():
 
 
 def source_files(wildcards):
-    """Inputs on disk are declared, so adding, removing or touching one reruns `shard`."""
+    """Inputs on disk are declared, so adding, removing or touching one reruns `shard`: of a folder, the files
+    it can read (Snakemake stops on a declared input that is missing, such as a broken symlink)."""
     if SOURCE == "folder":
-        return [str(p) for p in list_folder(Path(config["data"]["folder"]["path"]))]
+        return [str(p) for p in input_files(Path(config["data"]["folder"]["path"]))]
     if SOURCE == "imagenet64":
         return config["data"]["imagenet64"]["paths"]
     return []

@@ -1,20 +1,25 @@
 """The workflow config (config.yaml, validated against schemas/config.schema.yaml) → typed settings.
 
-The schema checks each key alone; `check` adds the rules that tie keys together, and every error
-names the offending key. The settings of the model and of training live here as plain dataclasses
-(semcore.model and semcore.train import them): Snakemake plans the workflow without importing torch.
+The schema checks each key alone (`validate` lists every error, a line each); `check` adds the rules
+that tie keys together, and every error names the offending key. The settings of the model and of
+training live here as plain dataclasses (semcore.model and semcore.train import them): Snakemake plans
+the workflow without importing torch.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
 import pickle
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 NORMS = ("layer", "batch", "none")
 LOSS_WEIGHTINGS = ("none", "inv_sigma_squared")
 DEFAULT_STEPS, DEFAULT_HALVE_EVERY = 3000, 1000
+MNIST5K_IMAGES, MNIST5K_SIDE = 5000, 28  # the digits of data.source mnist5k (sources.mnist5k)
 
 
 @dataclass
@@ -47,6 +52,9 @@ class UNetConfig:
             raise ValueError("model.dec_convs[0]: the outermost decoder block needs ≥ 2 convs (one is the output conv)")
         if self.norm not in NORMS:
             raise ValueError(f"model.norm: {self.norm!r} is not one of {NORMS}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size: {self.kernel_size} must be odd (only then does a conv padded by "
+                             "kernel_size // 2 keep the image size)")
 
     @property
     def num_blocks(self) -> int:
@@ -99,6 +107,9 @@ class TrainConfig:
             raise ValueError("train.sigma_min: must be > 0 with loss_weighting inv_sigma_squared (1/σ² weights)")
         if not 0 <= self.sigma_min <= self.sigma_max:
             raise ValueError("train.sigma_min, sigma_max: need 0 ≤ sigma_min ≤ sigma_max")
+        if self.processes and self.batch_size % self.processes:
+            raise ValueError(f"train.batch_size: {self.batch_size} (the global batch) does not split evenly "
+                             f"between train.processes {self.processes}")
 
     def steps_per_epoch(self, train_images: int) -> int:
         """Optimiser steps in one pass over the training images: the authors' DataLoader keeps the last,
@@ -131,6 +142,110 @@ class ConfigError(ValueError):
     pass
 
 
+# Schema errors in words. Snakemake's validate prints the whole schema with each error; `validate` names the
+# key, what it allows and the value given, a line per error.
+BOUNDS = (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤"))
+TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+              "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def validate(config: dict, schema_path: str | Path) -> None:
+    """Raise one ConfigError listing every way the config breaks the schema. Run before Snakemake's
+    validate, which fills the defaults and then finds nothing."""
+    import jsonschema  # here: the jobs' conda envs import this module and lack it
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    # dict.fromkeys: each missing required key's error reports every missing key
+    lines = dict.fromkeys(line for error in validator.iter_errors(config) for line in error_lines(error))
+    if lines:
+        raise ConfigError(f"{len(lines)} invalid setting(s) in the config ({schema_path} documents each key):\n"
+                          + "\n".join(f"  {line}" for line in lines))
+
+
+def error_lines(error) -> list[str]:
+    """A jsonschema error as lines `key: what is wrong`."""
+    key = dotted(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        return [f"{key or 'config'}: unknown key {name!r}"
+                + (suggestion(name, allowed) or f" (allowed: {', '.join(allowed)})")
+                for name in error.instance if name not in allowed]
+    if error.validator == "required":
+        return [f"{dotted([*error.absolute_path, name])}: missing (required)"
+                for name in error.validator_value if name not in error.instance]
+    if error.validator in ("oneOf", "anyOf"):
+        # The branches whose type the value has (a mapping for sample.unconditional) tell what is wrong
+        # inside it; a value of no branch's type is told every branch.
+        misfits = {e.relative_schema_path[0] for e in error.context
+                   if not e.relative_path and e.validator in ("type", "enum")}
+        fitting = [e for e in error.context if e.relative_schema_path[0] not in misfits]
+        if fitting:
+            return [line for e in fitting for line in error_lines(e)]
+    return [f"{key or 'config'}: must be {describe(error.schema)}, got {shown(error.instance)}{hint(error)}"]
+
+
+def dotted(path) -> str:
+    """['cluster', 'ks', 1] → 'cluster.ks[1]'."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+
+def shown(value) -> str:
+    """A value as YAML spells it (null, true), cut short."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe(schema: dict) -> str:
+    """What a schema allows, in words: 'an integer ≥ 2 or null', 'one of layer, batch, none'."""
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    if "oneOf" in schema or "anyOf" in schema:
+        return " or ".join(map(describe, schema.get("oneOf") or schema["anyOf"]))
+    types = schema.get("type", [])
+    return " or ".join(describe_type(name, schema) for name in ([types] if isinstance(types, str) else types))
+
+
+def describe_type(name: str, schema: dict) -> str:
+    """describe for one of the schema's types."""
+    text = TYPE_NAMES[name]
+    if name in ("integer", "number"):
+        bounds = [f"{sign} {schema[bound]}" for bound, sign in BOUNDS if bound in schema]
+        text += " " + " and ".join(bounds) if bounds else ""
+    if name == "string":
+        text = "a non-empty string" if schema.get("minLength") else text
+        text += f" matching {schema['pattern']}" if "pattern" in schema else ""
+    if name == "array":
+        least = schema.get("minItems")
+        details = [f"at least {least} item{'s' * (least > 1)}"] if least else []
+        details += ["no repeats"] if schema.get("uniqueItems") else []
+        details += [f"each {describe(schema['items'])}"] if "items" in schema else []
+        text += f" ({'; '.join(details)})" if details else ""
+    return text
+
+
+def hint(error) -> str:
+    """A likely cause, where one is known."""
+    if error.validator in ("enum", "oneOf", "anyOf"):
+        schemas = [error.schema, *error.schema.get("oneOf", error.schema.get("anyOf", []))]
+        return suggestion(error.instance, [value for schema in schemas for value in schema.get("enum", [])])
+    if error.validator == "pattern" and "description" in error.schema:
+        return f" ({error.schema['description']})"
+    if (error.validator == "type" and isinstance(error.instance, str)
+            and re.fullmatch(r"[-+]?[0-9.]+e[-+]?[0-9]+", error.instance, re.IGNORECASE)):
+        return " (YAML reads this as text: write a decimal point and a signed exponent, 1.0e-3 or 1.0e+3)"
+    return ""
+
+
+def suggestion(word, choices) -> str:
+    """' (did you mean 'x'?)' for the choice closest to a misspelt word; '' if none is close."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [choice for choice in choices if isinstance(choice, str)], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def architecture(config: dict) -> dict:
     """The model section less `pretrained`: UNetConfig's arguments."""
     return {key: value for key, value in config["model"].items() if key != "pretrained"}
@@ -159,9 +274,11 @@ def check_pretrained(pretrained: dict, model: UNetConfig) -> None:
     """The network to import exists and, where the authors' arguments file tells its architecture, is the
     configured one (checked again on its weights when it is imported)."""
     path = Path(pretrained["path"])
-    if not path.exists():
-        raise ConfigError(f"model.pretrained.path: {path} not found")
-    arguments = (path if path.is_dir() else path.parent) / "exp_arguments.pkl"
+    weights = path / "model.pt" if pretrained["format"] == "authors" and path.is_dir() else path
+    if not weights.is_file():
+        raise ConfigError(f"model.pretrained.path: {weights} is not a file (format semcore: a model.pt this package "
+                          "wrote; authors: their folder with model.pt, or its model.pt)")
+    arguments = weights.parent / "exp_arguments.pkl"
     if pretrained["format"] == "authors" and arguments.is_file():
         from semcore import authors  # only here: planning a workflow without it imports no torch
 
@@ -189,8 +306,15 @@ def check(config: dict) -> None:
     if config["model"]["pretrained"]:
         check_pretrained(config["model"]["pretrained"], model)
     options = data[data["source"]]
-    if data["source"] == "folder" and not (options.get("path") and Path(options["path"]).is_dir()):
-        raise ConfigError(f"data.folder.path: {options.get('path')!r} is not a directory")
+    if data["source"] == "folder":
+        from semcore.sources import check_folder
+
+        if not options["path"]:
+            raise ConfigError("data.folder.path: give the directory of images")
+        try:
+            check_folder(options["path"])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if data["source"] == "imagenet64":
         if not options["paths"]:
             raise ConfigError("data.imagenet64.paths: list the npz batch files")
@@ -202,11 +326,66 @@ def check(config: dict) -> None:
     missing = [s for s in config["cluster"]["sigmas"] if s not in config["phi"]["sigmas"]]
     if missing:
         raise ConfigError(f"cluster.sigmas: {missing} not in phi.sigmas {config['phi']['sigmas']}")
-    if data["source"] == "patches" and options["crop_min"] > options["crop_max"]:
-        raise ConfigError("data.patches.crop_min: must be ≤ crop_max")
+    if data["source"] == "mnist5k" and min_size(data) > MNIST5K_SIDE:
+        raise ConfigError(f"data.min_size: mnist5k's digits are {MNIST5K_SIDE}×{MNIST5K_SIDE}, below min_size "
+                          f"{min_size(data)} (null: data.size): give min_size ≤ {MNIST5K_SIDE} to upsample them")
+    if data["source"] == "patches":
+        check_patches(options, min_size(data))
+    check_image_counts(config)
     check_sampling(config)
     if config["train"].get("epochs") is None:
         emergence_steps(config, train_images=1)  # the schedule in steps: the steps train keeps are known now
+
+
+def check_patches(options: dict, smallest: int) -> None:
+    """Crop sides in order, not all below min_size (those crops are skipped), of bundled photographs."""
+    if options["crop_min"] > options["crop_max"]:
+        raise ConfigError("data.patches.crop_min: must be ≤ crop_max")
+    if options["crop_max"] < smallest:
+        raise ConfigError(f"data.patches.crop_max: {options['crop_max']} is below data.min_size {smallest} "
+                          "(null: data.size): every crop would be skipped")
+    if options["images"]:
+        from semcore.sources import PHOTOGRAPHS as known
+
+        unknown = [name for name in options["images"] if name not in known]
+        if unknown:
+            raise ConfigError(f"data.patches.images: unknown {unknown[0]!r}{suggestion(unknown[0], known)}; "
+                              f"bundled: {', '.join(known)}")
+
+
+def source_images(data: dict) -> int | None:
+    """The images the source yields at most (inputs below min_size are skipped), where that is known without
+    decoding them (a folder's files are listed): None for ImageNet64 (counting means opening its batches)."""
+    from semcore import sources
+
+    options = data[data["source"]]
+    if data["source"] == "synthetic":
+        return options["n_images"]
+    if data["source"] == "mnist5k":
+        return MNIST5K_IMAGES
+    if data["source"] == "patches":
+        return options["n_per_image"] * len(options["images"] or sources.PHOTOGRAPHS)
+    if data["source"] == "folder":
+        return len(sources.input_files(Path(options["path"])))
+    return None
+
+
+def check_image_counts(config: dict) -> None:
+    """Refuse a k above the images k-means clusters, and more sampling targets than the source's images."""
+    data, cluster = config["data"], config["cluster"]
+    images = source_images(data)
+    source = f"the {images} images of data.source {data['source']}"
+    limits = [(images, source), (cluster["max_images"], f"cluster.max_images {cluster['max_images']}")]
+    limits = [(n, what) for n, what in limits if n is not None]
+    if limits:
+        clustered, what = min(limits)
+        too_many = [k for k in cluster["ks"] if k > clustered]
+        if too_many:
+            raise ConfigError(f"cluster.ks: k={too_many[0]} is more than {what}; k-means needs k ≤ {clustered}")
+    targets = config["sample"]["targets"]
+    if images is not None and isinstance(targets, int) and targets > images:
+        raise ConfigError(f"sample.targets: {targets} is more than {source} (targets are the first test "
+                          f"images: about {round(images * data['test_fraction'])})")
 
 
 def training_images(manifest_path: str | Path) -> int:
@@ -286,16 +465,23 @@ def unconditional_sampler(sample: dict) -> tuple[str, dict]:
 
 
 def check_sampling(config: dict) -> None:
-    """Refuse a max_steps that would stop an ascent before its designed end at sigma_final."""
+    """Refuse a σ schedule or ascent that does not descend, and a max_steps that would stop an ascent before
+    its designed end at sigma_final."""
     sample = config["sample"]
-    chosen = sample["unconditional"]
-    unconditional_key = "sample.unconditional.max_steps" if isinstance(chosen, dict) else f"sample.unconditional ({chosen})"
-    for key, ascent in (("sample.ascent.max_steps", resolved_ascent(sample["ascent"])),
-                        (unconditional_key, unconditional_sampler(sample)[1])):
+    if sample["schedule"]["sigma_min"] > sample["schedule"]["sigma_max"]:
+        raise ConfigError(f"sample.schedule.sigma_min: {sample['schedule']['sigma_min']} is above sigma_max "
+                          f"{sample['schedule']['sigma_max']} (the schedule descends from sigma_max to sigma_min)")
+    # A preset reaches the second only when valid: the authors' is, and ascent is sample.ascent, checked first.
+    for section, ascent in (("sample.ascent", resolved_ascent(sample["ascent"])),
+                            ("sample.unconditional", unconditional_sampler(sample)[1])):
+        if ascent["sigma_final"] >= ascent["sigma_0"]:
+            raise ConfigError(f"{section}.sigma_final: {ascent['sigma_final']} must be below sigma_0 "
+                              f"{ascent['sigma_0']} (the ascent removes noise from sigma_0 down to sigma_final)")
         designed = designed_steps(ascent)
         if ascent["max_steps"] < designed:
             schedule = "growing h_t" if ascent["h_schedule"] else "fixed h"
-            raise ConfigError(f"{key}: {ascent['max_steps']} steps stop the ascent before σ reaches sigma_final: "
+            raise ConfigError(f"{section}.max_steps: {ascent['max_steps']} steps stop the ascent before σ reaches "
+                              "sigma_final: "
                               f"σ {ascent['sigma_0']} → {ascent['sigma_final']} at h0 {ascent['h0']} ({schedule}), "
                               f"β {ascent['beta']} takes {designed} steps by design; raise it, or give null "
                               f"(a cap of {STEP_CAP_FACTOR}× the design)")

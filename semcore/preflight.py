@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from semcore.config import check, emergence_steps, final_step
+from semcore.config import check, emergence_steps, final_step, source_images
+from semcore.config import validate as semcore_validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,28 +32,19 @@ def validated_config(path: str) -> dict:
     from snakemake.utils import validate
 
     config = yaml.safe_load(Path(path).read_text())
-    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    schema = str(REPO / "schemas" / "config.schema.yaml")
+    semcore_validate(config, schema)  # a short line per error
+    validate(config, schema)  # fills in the defaults
     check(config)
     return config
 
 
 def input_images(config: dict) -> int:
     """How many images the configured source yields (for the size estimate)."""
-    data = config["data"]
-    source, options = data["source"], data[data["source"]]
-    if source == "synthetic":
-        return options["n_images"]
-    if source == "mnist5k":
-        return 5000
-    if source == "patches":
-        from semcore.sources import bundled_photographs
-
-        return options["n_per_image"] * len(options["images"] or bundled_photographs())
-    if source == "folder":
-        from semcore.sources import list_folder
-
-        return len(list_folder(Path(options["path"])))
-    return sum(len(np.load(path)["labels"]) for path in options["paths"])
+    images = source_images(config["data"])
+    if images is None:  # ImageNet64: the batches' labels
+        images = sum(len(np.load(path)["labels"]) for path in config["data"]["imagenet64"]["paths"])
+    return images
 
 
 def output_bytes(config: dict, images: int) -> dict[str, int]:

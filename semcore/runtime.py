@@ -45,10 +45,13 @@ class Precision:
 
     autocast bf16: convs and matmuls in bfloat16, the norms' statistics and the losses in fp32;
     tf32: fp32 convs and matmuls on TF32 tensor cores (Ampere and later); cudnn_benchmark: cuDNN picks the
-    fastest conv algorithm per shape (nondeterministic choice; off for bit-reproducible GPU runs)."""
+    fastest conv algorithm per shape (nondeterministic choice); deterministic: only deterministic GPU kernels
+    (torch.use_deterministic_algorithms, cuDNN's deterministic convs, cuBLAS's fixed workspace; it turns
+    cudnn_benchmark off): the same run twice on the same GPU gives the same bits, somewhat slower."""
     autocast: str = "none"  # none | bf16
     tf32: bool = True
     cudnn_benchmark: bool = True
+    deterministic: bool = False
 
     def __post_init__(self):
         if self.autocast not in ("none", "bf16"):
@@ -59,7 +62,11 @@ class Precision:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.tf32
             torch.backends.cudnn.allow_tf32 = self.tf32
-            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark and not self.deterministic
+            if self.deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+                torch.backends.cudnn.deterministic = True
+                torch.use_deterministic_algorithms(True)
 
     def autocast_context(self, device: torch.device):
         """The autocast region of a forward pass (a no-op context for fp32)."""
@@ -69,8 +76,8 @@ class Precision:
         """What the outputs record: the device and the arithmetic actually used on it."""
         cuda = device.type == "cuda"
         return dict(device=torch.cuda.get_device_name(device) if cuda else "cpu", autocast=self.autocast,
-                    tf32=self.tf32 and cuda, cudnn_benchmark=self.cudnn_benchmark and cuda,
-                    torch=torch.__version__)
+                    tf32=self.tf32 and cuda, cudnn_benchmark=self.cudnn_benchmark and cuda and not self.deterministic,
+                    deterministic=self.deterministic and cuda, torch=torch.__version__)
 
 
 def tune_allocator() -> None:

@@ -1,18 +1,31 @@
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import validate as fill_defaults
 
-from semcore.config import ConfigError, check, emergence_steps, final_step, model_config
+from semcore.config import ConfigError, check, emergence_steps, final_step, model_config, validate
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, snakemake, write_config
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
 
 def validated(config: dict) -> dict:
+    """As the workflow takes a config: checked against the schema, then its defaults filled in."""
     config = yaml.safe_load(yaml.safe_dump(config))
-    validate(config, str(SCHEMA))
+    validate(config, SCHEMA)
+    fill_defaults(config, str(SCHEMA))
     return config
+
+
+def refusal(edit) -> str:
+    """The message refusing TINY_CONFIG with `edit` applied, by the schema or else by `check`."""
+    config = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
+    edit(config)
+    with pytest.raises(ConfigError) as refused:
+        check(validated(config))
+    message = str(refused.value)
+    assert len(message.splitlines()) < 15
+    return message
 
 
 @pytest.mark.parametrize("path", ["config.yaml", *sorted(p.name for p in (REPO / "configs").glob("*.yaml"))])
@@ -26,19 +39,107 @@ def test_shipped_configs_are_valid(path):
         check(config)
 
 
+def test_the_tiny_test_config_is_valid():
+    check(validated(TINY_CONFIG))
+
+
 def test_the_paper_configuration_builds_the_authors_model():
     config = validated(yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text()))
     model = model_config(config)
     assert model.channels == [64, 128, 256, 512] and model.dec_convs == [5, 6, 7]
 
 
+@pytest.mark.parametrize("edit, line", [
+    (lambda c: c.update(nmae="x"), "config: unknown key 'nmae' (did you mean 'name'?)"),
+    (lambda c: c["phi"].update(sigmass=[0.1]), "phi: unknown key 'sigmass' (did you mean 'sigmas'?)"),
+    (lambda c: c["phi"].update(xyz=1), "phi: unknown key 'xyz' (allowed: sigmas, n_noise, seed, batch_images, shards_per_job)"),
+    (lambda c: c["train"].update(lr="fast"), 'train.lr: must be a number > 0, got "fast"'),
+    (lambda c: c["train"].update(lr="1e-3"), 'train.lr: must be a number > 0, got "1e-3" (YAML reads this as text: '
+                                             'write a decimal point and a signed exponent, 1.0e-3 or 1.0e+3)'),
+    (lambda c: c["phi"].update(sigmas=[0.0, -0.1]), "phi.sigmas[1]: must be a number ≥ 0, got -0.1"),
+    (lambda c: c["stats"].update(sigma=-0.1), "stats.sigma: must be a number ≥ 0, got -0.1"),
+    (lambda c: c["train"].update(sigma_min=-0.1), "train.sigma_min: must be a number ≥ 0, got -0.1"),
+    (lambda c: c["train"].update(sigma_max=0), "train.sigma_max: must be a number > 0, got 0"),
+    (lambda c: c["sample"]["ascent"].update(sigma_0=-1), "sample.ascent.sigma_0: must be a number > 0, got -1"),
+    (lambda c: c["sample"].update(unconditional={"sigma_final": -1}),
+     "sample.unconditional.sigma_final: must be a number > 0, got -1"),
+    (lambda c: c["phi"].update(n_noise=0), "phi.n_noise: must be an integer ≥ 1, got 0"),
+    (lambda c: c["cluster"].update(ks=[4, 1]), "cluster.ks[1]: must be an integer ≥ 2, got 1"),
+    (lambda c: c["cluster"].update(ks=[]), "cluster.ks: must be a list (at least 1 item; no repeats; each an integer ≥ 2), got []"),
+    (lambda c: c["data"].update(test_fraction=0), "data.test_fraction: must be a number > 0 and < 1, got 0"),
+    (lambda c: c["data"].update(source="mnist"), 'data.source: must be one of synthetic, mnist5k, patches, folder, '
+                                                 "imagenet64, got \"mnist\" (did you mean 'mnist5k'?)"),
+    (lambda c: c["sample"].update(unconditional="author"),
+     "sample.unconditional: must be one of authors, ascent or a mapping, got \"author\" (did you mean 'authors'?)"),
+    (lambda c: c["sample"].update(targets="all"),
+     'sample.targets: must be an integer ≥ 1 or a list (at least 1 item; no repeats; each a string), got "all"'),
+    (lambda c: c["model"].update(pretrained={"path": "model.pt"}), "model.pretrained.format: missing (required)"),
+    (lambda c: c.pop("data"), "data: missing (required)"),
+    (lambda c: c.update(name=".."), 'name: must be a string matching ^[A-Za-z0-9_-][A-Za-z0-9_.-]*$, got ".." (run '
+                                    "name: letters, digits, _ . -, not starting with a dot; outputs land in results/<name>/)"),
+])
+def test_a_schema_error_names_the_key_what_it_allows_and_the_value(edit, line):
+    assert refusal(edit).splitlines()[1:] == [f"  {line}"]
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", "../up", ""])
+def test_a_name_cannot_leave_results(name):
+    assert "  name: must be a string matching" in refusal(lambda c: c.update(name=name))
+
+
+def test_every_schema_error_is_listed_at_once():
+    def edit(config):
+        config["phi"] |= {"sigmass": [0.1], "n_noise": 0}
+        config["train"]["lr"] = "fast"
+        config["cluster"]["ks"] = [4, 1]
+
+    assert refusal(edit).splitlines() == [
+        f"4 invalid setting(s) in the config ({SCHEMA} documents each key):",
+        '  train.lr: must be a number > 0, got "fast"',
+        "  phi: unknown key 'sigmass' (did you mean 'sigmas'?)",
+        "  phi.n_noise: must be an integer ≥ 1, got 0",
+        "  cluster.ks[1]: must be an integer ≥ 2, got 1",
+    ]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["data"].update(size=18), "data.size: 18 must be divisible by 2^2 (the UNet pools 2 times)"),
+    (lambda c: c["data"].update(source="folder", folder={"path": "/nonexistent"}),
+     "data.folder.path: '/nonexistent' does not exist"),
+    (lambda c: c["data"].update(source="imagenet64", imagenet64={"paths": ["/nonexistent.npz"]}),
+     "data.imagenet64.paths: not found: ['/nonexistent.npz']"),
+    (lambda c: c["model"].update(pretrained={"path": "/nonexistent/model.pt", "format": "semcore"}),
+     "model.pretrained.path: /nonexistent/model.pt is not a file (format semcore: a model.pt this package wrote; "
+     "authors: their folder with model.pt, or its model.pt)"),
+    (lambda c: c["cluster"].update(ks=[4, 500]),
+     "cluster.ks: k=500 is more than the 240 images of data.source synthetic; k-means needs k ≤ 240"),
+    (lambda c: c["cluster"].update(ks=[4, 50], max_images=20),
+     "cluster.ks: k=50 is more than cluster.max_images 20; k-means needs k ≤ 20"),
+    (lambda c: c["data"].update(source="mnist5k", size=32, min_size=28) or c["cluster"].update(ks=[5001]),
+     "cluster.ks: k=5001 is more than the 5000 images of data.source mnist5k; k-means needs k ≤ 5000"),
+    (lambda c: c["sample"].update(targets=300),
+     "sample.targets: 300 is more than the 240 images of data.source synthetic (targets are the first test images: about 48)"),
+    (lambda c: c["data"].update(source="mnist5k", size=32),
+     "data.min_size: mnist5k's digits are 28×28, below min_size 32 (null: data.size): give min_size ≤ 28 to upsample them"),
+    (lambda c: c["data"].update(source="patches", patches={"crop_min": 8, "crop_max": 12}),
+     "data.patches.crop_max: 12 is below data.min_size 16 (null: data.size): every crop would be skipped"),
+    (lambda c: c["model"].update(kernel_size=4),
+     "model.kernel_size: 4 must be odd (only then does a conv padded by kernel_size // 2 keep the image size)"),
+    (lambda c: c["train"].update(processes=3),
+     "train.batch_size: 16 (the global batch) does not split evenly between train.processes 3"),
+    (lambda c: c["sample"]["schedule"].update(sigma_min=0.9),
+     "sample.schedule.sigma_min: 0.9 is above sigma_max 0.5 (the schedule descends from sigma_max to sigma_min)"),
+    (lambda c: c["sample"]["ascent"].update(sigma_final=0.9),
+     "sample.ascent.sigma_final: 0.9 must be below sigma_0 0.5 (the ascent removes noise from sigma_0 down to sigma_final)"),
+])
+def test_an_inconsistency_is_refused_naming_the_key_and_what_is_allowed(edit, message):
+    assert refusal(edit) == message
+
+
 @pytest.mark.parametrize("edit, key", [
-    (lambda c: c["data"].update(size=18), "data.size"),
-    (lambda c: c["data"].update(source="folder", folder={"path": "/nonexistent"}), "data.folder.path"),
     (lambda c: c["train"].update(loss_weighting="inv_sigma_squared", sigma_min=0.0), "train.sigma_min"),
     (lambda c: c["train"].update(epochs=10), "train.steps, train.epochs"),
     (lambda c: c["train"].update(lr_halve_every=5, lr_halve_every_epochs=1), "train.lr_halve_every, train.lr_halve_every_epochs"),
-    (lambda c: c["model"].update(pretrained={"path": "/nonexistent/model.pt", "format": "semcore"}), "model.pretrained.path"),
     (lambda c: c["model"].update(enc_convs=[2, 2, 2]), "model.enc_convs"),
     (lambda c: c["emergence"].update(steps=[0, 15]), r"emergence.steps: \[15\] are not kept by training"),
 ])
@@ -47,6 +148,44 @@ def test_inconsistent_values_are_refused_naming_the_key(edit, key):
     edit(config)
     with pytest.raises(ConfigError, match=key):
         check(config)
+
+
+def test_an_unknown_photograph_is_refused_with_the_bundled_ones():
+    message = refusal(lambda c: c["data"].update(source="patches", patches={"images": ["astronot"]}))
+    assert message.startswith("data.patches.images: unknown 'astronot' (did you mean 'astronaut'?); bundled: astronaut, ")
+
+
+def test_a_folders_files_bound_k_and_an_empty_folder_or_a_one_image_label_is_refused(tmp_path):
+    config = validated(TINY_CONFIG)
+    config["data"] |= {"source": "folder", "folder": {"path": str(tmp_path)}}
+    config["cluster"]["ks"] = [4]
+    with pytest.raises(ConfigError, match="data.folder.path: .* holds no readable files"):
+        check(config)
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "a.png").write_bytes(b"listed, not decoded")
+    with pytest.raises(ConfigError, match="label 'cats' has 1 image"):
+        check(config)
+    for name in ("b.png", "c.png"):
+        (tmp_path / "cats" / name).write_bytes(b"listed, not decoded")
+    with pytest.raises(ConfigError, match="cluster.ks: k=4 is more than the 3 images of data.source folder"):
+        check(config)
+    config["cluster"]["ks"] = [3]
+    check(config)
+
+
+@pytest.mark.parametrize("edit, lines", [
+    ({"phi": {"sigmass": [0.1]}, "train": {"lr": "fast"}},
+     ["phi: unknown key 'sigmass' (did you mean 'sigmas'?)", 'train.lr: must be a number > 0, got "fast"']),
+    ({"cluster": {"sigmas": [0.1], "ks": [4, 500]}},
+     ["cluster.ks: k=500 is more than the 240 images of data.source synthetic; k-means needs k ≤ 240"]),
+])
+def test_a_bad_config_stops_the_workflow_in_a_few_lines_before_any_job(tmp_path, edit, lines):
+    write_config(tmp_path, TINY_CONFIG | edit)
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and len(out.splitlines()) < 15, out
+    assert all(line in out for line in lines), out
+    assert not (tmp_path / "results").exists()
 
 
 def test_emergence_steps_are_the_kept_snapshots_converted_from_epochs():
