@@ -3,7 +3,9 @@
 Each check returns one row: claim, measure, value, baseline (what it is compared with), baseline_value,
 holds. The rows are computed, never typed in: `markdown` renders them for the report and the README.
 A claim whose table is empty (e.g. no group of images shares enough active channels) does not hold,
-and says why in its measure.
+and says why in its measure. Undefined values (NaN: the PR of, or the cosine with, a zero vector; see
+semcore.stats) are left out of the means, and the measure or baseline says how many; a block with no
+defined value has no mean (NaN) and cannot hold the claim.
 """
 
 from __future__ import annotations
@@ -21,20 +23,37 @@ def _row(claim: str, measure: str, value: float, baseline: str, baseline_value: 
                 baseline_value=float(baseline_value), holds=bool(holds))
 
 
+def _left_out(values: pd.Series) -> str:
+    """How many of the values are undefined (NaN) and left out of their mean, when any."""
+    missing = int(values.isna().sum())
+    return f", {missing} of {len(values)} undefined (zero ā) left out" if missing else ""
+
+
+def _middle_against_others(table: pd.DataFrame, column: str, lowest: bool) -> tuple[float, str, str, float]:
+    """(M's mean of `column`, what of M was left out, the other block with the lowest or highest mean and
+    what of it was left out, its mean), each mean over the block's defined values."""
+    by_block = table.groupby("block")[column]
+    means = by_block.mean()
+    others = means.drop("M").dropna()
+    middle = (means["M"], _left_out(by_block.get_group("M")))
+    if others.empty:
+        return *middle, "none with a defined value", np.nan
+    best = others.idxmin() if lowest else others.idxmax()
+    return *middle, f"{best}{_left_out(by_block.get_group(best))}", others[best]
+
+
 def sparsity(block_pr: pd.DataFrame) -> dict:
     """The middle block's channel means are the sparsest: its mean PR is the lowest of all blocks."""
-    means = block_pr.groupby("block").pr.mean()
-    others = means.drop("M")
-    return _row("sparsity: the middle block is the sparsest", "mean PR of ā, middle block (M)", means["M"],
-                f"lowest other block ({others.idxmin()})", others.min(), means["M"] < others.min())
+    value, left_out, best, baseline = _middle_against_others(block_pr, "pr", lowest=True)
+    return _row("sparsity: the middle block is the sparsest", f"mean PR of ā, middle block (M){left_out}", value,
+                f"lowest other block ({best})", baseline, value < baseline)
 
 
 def stability(stability_table: pd.DataFrame) -> dict:
     """The middle block's means change least with the noise level: the highest mean cosine over σ2."""
-    means = stability_table.groupby("block").cosine.mean()
-    others = means.drop("M")
-    return _row("stability: the middle block changes least with σ", "mean cos(ā(x_σ1), ā(x_σ2)), M",
-                means["M"], f"most stable other block ({others.idxmax()})", others.max(), means["M"] > others.max())
+    value, left_out, best, baseline = _middle_against_others(stability_table, "cosine", lowest=False)
+    return _row("stability: the middle block changes least with σ", f"mean cos(ā(x_σ1), ā(x_σ2)), M{left_out}",
+                value, f"most stable other block ({best})", baseline, value > baseline)
 
 
 def selectivity(channels_summary: dict) -> dict:

@@ -4,6 +4,8 @@ Images × noise draws go through the network as one batch; only the middle block
 encoder alone, so φ skips the decoder. Noise comes from one generator per shard seeded from the
 config: the same config gives the same numbers, however shards are grouped into jobs. A φ file holds
 its rows sorted by σ, in row groups of one σ each, so reading one σ reads only that σ's bytes.
+A NaN or inf in the means stops the run with NotFiniteError, naming the images, σ and the model: no
+file is written.
 """
 
 from __future__ import annotations
@@ -46,6 +48,31 @@ def noise_averaged_means(model: UNetFlex, images: torch.Tensor, sigma: float, n_
     return {name: a.float().view(len(images), draws, -1).mean(dim=1) for name, a in means.items()}
 
 
+class NotFiniteError(FloatingPointError):
+    """The network's channel means hold NaN or inf."""
+
+
+def check_finite(means: dict[str, torch.Tensor], metas: list[dict], sigma: float, n_noise: int,
+                 model_label: str) -> None:
+    """Raise NotFiniteError if any image's means {block: [B, C]} hold NaN/inf. One reduction per block on
+    the device, read back once; the images are looked up only on failure."""
+    finite = torch.stack([torch.isfinite(m).all(dim=1) for m in means.values()]).all(dim=0)
+    if finite.all():
+        return
+    bad = [metas[i]["key"] for i in torch.nonzero(~finite).flatten().tolist()]
+    blocks = [name for name, m in means.items() if not torch.isfinite(m).all()]
+    draws = f"the mean of {n_noise} noise draws" if sigma > 0 else "the clean image"
+    raise NotFiniteError(
+        f"φ is not finite for {len(bad)} of {len(metas)} images at σ {sigma:g} (first: {bad[0]}): the network "
+        f"produced NaN/inf (block {', '.join(blocks)}, {draws}; {model_label})")
+
+
+def _describe_model(metadata: dict) -> str:
+    """The model as an output's metadata names it, for error messages: its file (when the caller gives
+    `model`) and its checkpoint's hash."""
+    return ", ".join(f"{k} {metadata[k]}" for k in ("model", "checkpoint_sha256") if k in metadata) or "model unnamed"
+
+
 def seeded_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
     """A generator for one shard: independent of the others, identical on every rerun."""
     digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
@@ -54,15 +81,17 @@ def seeded_generator(seed: int, name: str, device: torch.device) -> torch.Genera
 
 @torch.no_grad()
 def phi_batches(model: UNetFlex, batches: Iterator[tuple[list[dict], torch.Tensor]], sigmas: list[float],
-                n_noise: int, generator: torch.Generator, device: torch.device,
-                all_blocks: bool = False, precision: Precision = Precision()) -> Iterator[dict]:
-    """For each (metadata, uint8 images) batch and each σ: {meta, sigma, means: {block: [B, C]}}."""
+                n_noise: int, generator: torch.Generator, device: torch.device, all_blocks: bool = False,
+                precision: Precision = Precision(), model_label: str = "model unnamed") -> Iterator[dict]:
+    """For each (metadata, uint8 images) batch and each σ: {meta, sigma, means: {block: [B, C]}}; NaN/inf
+    raise NotFiniteError (see check_finite), naming the model by `model_label`."""
     model.eval()
     for metas, images in batches:
         x = as_model_input(images, device)
         for sigma in sigmas:
             with precision.autocast_context(device):
                 means = noise_averaged_means(model, x, sigma, n_noise, generator, all_blocks)
+            check_finite(means, metas, sigma, n_noise, model_label)
             yield dict(metas=metas, sigma=sigma, means={k: v.float().cpu() for k, v in means.items()})
 
 
@@ -106,7 +135,8 @@ def write_phi(model: UNetFlex, shard_paths: list[str], path, *, sigmas: list[flo
                 # one generator per shard: an image's φ does not depend on which shards share its job
                 generator = seeded_generator(seed, Path(shard).stem, device)
                 batches = shards.read_batches([shard], batch_images)
-                for record in phi_batches(model, batches, order, n_noise, generator, device, precision=precision):
+                for record in phi_batches(model, batches, order, n_noise, generator, device, precision=precision,
+                                          model_label=_describe_model(metadata)):
                     columns = _columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}
                     writers[record["sigma"]].write_table(pa.table(columns, schema=schema))
         with ParquetSink(path, schema) as sink:
@@ -123,7 +153,7 @@ def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_
     schema = block_means_schema(metadata | {"n_noise": n_noise} | precision.describe(device))
     with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
         for record in phi_batches(model, batches, sigmas, n_noise, generator, device, all_blocks=True,
-                                  precision=precision):
+                                  precision=precision, model_label=_describe_model(metadata)):
             for block, means in record["means"].items():
                 columns = _columns(record["metas"], record["sigma"])
                 sink.write(pa.table(columns | {"block": [block] * len(means), "means": means.numpy().tolist()}))

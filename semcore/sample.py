@@ -13,6 +13,11 @@ Three samplers, batched over rows (targets × samples per target), each row stop
 
 Every row draws its own φ* (its own noise on the conditioner), as in the authors' code.
 
+A row whose image or denoised image becomes NaN/inf (a diverging matching step, a non-finite φ*, the
+network) stops before that step with its last finite image (the start image if its first step failed);
+the others go on. It is logged, and flagged in the score table (`failed`, `failure`: the step and the σ it
+was designed for), as rows stopped by the step cap are (`reached_sigma_final`).
+
 Every network call is counted in a `Counter` keyed by (kind, batch size), so that a benchmark can time
 the same calls alone.
 """
@@ -180,30 +185,51 @@ class Samples:
     matching_steps: torch.Tensor  # Adam steps per row, summed over the schedule
     sigma: np.ndarray  # [R, S] σ at each step (NaN once a row has stopped)
     phi_error: np.ndarray  # [R, S] relative φ error after each matching step (NaN without a target)
-    reached: torch.Tensor  # per row: its σ fell to the sampler's final σ (False: stopped by the step cap)
+    reached: torch.Tensor  # per row: its σ fell to the sampler's final σ (False: stopped by the step cap, or failed)
+    failed_step: torch.Tensor  # per row: the step at which it became NaN/inf, and stopped before (0: never)
+    failed_sigma: torch.Tensor  # per row: the σ that step was designed for (NaN: never failed)
     calls: Counter = field(default_factory=Counter)
+
+
+def _log_failures(rows: torch.Tensor, failed_step: torch.Tensor, failed_sigma: torch.Tensor) -> None:
+    """One warning naming every row that became NaN/inf, with its target, step and σ."""
+    failed = torch.nonzero(failed_step).flatten().tolist()
+    if failed:
+        log.warning("%d of %d samples became NaN/inf and stopped with their last finite image: %s", len(failed),
+                    len(rows), "; ".join(f"row {i} (target {int(rows[i])}) at step {int(failed_step[i])}, "
+                                         f"σ {float(failed_sigma[i]):.3g}" for i in failed))
 
 
 @torch.no_grad()
 def fixed_schedule(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tensor, sigmas: list[float],
                    matching: Matching, generator: torch.Generator) -> Samples:
     """Self-guided sampling on a fixed σ schedule: rows[i] is the target of row i; start [C, H, W] the
-    initial image; each row draws its own φ* at every σ."""
+    initial image; each row draws its own φ* at every σ. A row that becomes NaN/inf keeps its last finite
+    image; its σ and φ error are NaN from that step on."""
     calls = Counter()
     x = start.expand(len(rows), *start.shape).contiguous(memory_format=torch.channels_last)
     errors, matching_steps = [], torch.zeros(len(rows), dtype=torch.long, device=x.device)
-    for sigma in sigmas:
+    failed_step = torch.zeros(len(rows), dtype=torch.long, device=x.device)
+    for k, sigma in enumerate(sigmas, 1):
         goal = target.phi(model, rows, torch.full((len(rows),), sigma, device=x.device), generator, calls)
         y = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
         y, error, steps = match_phi(model, y, goal, matching, calls)
         errors.append(error)
-        matching_steps += steps
-        x = model(y)
+        matching_steps += torch.where(failed_step == 0, steps, 0)
+        denoised = model(y)
         calls["denoise", len(y)] += 1
-    return Samples(images=x.clamp(0, 1), steps=torch.full_like(matching_steps, len(sigmas)), matching_steps=matching_steps,
-                   sigma=np.tile(np.asarray(sigmas, dtype=np.float64), (len(rows), 1)),
-                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(),
-                   reached=torch.ones(len(rows), dtype=torch.bool, device=x.device), calls=calls)
+        # NaN/inf in the matched or the denoised image: the row keeps its last finite image from now on
+        failed_step.masked_fill_((failed_step == 0) & ~torch.isfinite(denoised.flatten(1)).all(dim=1), k)
+        x = torch.where((failed_step == 0).view(-1, 1, 1, 1), denoised, x)
+    completed = torch.where(failed_step > 0, failed_step - 1, len(sigmas))
+    stopped = np.arange(len(sigmas)) >= completed.cpu().numpy()[:, None]
+    schedule = np.tile(np.asarray(sigmas, dtype=np.float64), (len(rows), 1))
+    failed_sigma = torch.tensor([np.nan, *sigmas], device=x.device)[failed_step]  # step 0: never failed
+    _log_failures(rows, failed_step, failed_sigma)
+    return Samples(images=x.clamp(0, 1), steps=completed, matching_steps=matching_steps,
+                   sigma=np.where(stopped, np.nan, schedule),
+                   phi_error=np.where(stopped, np.nan, torch.stack(errors, dim=1).cpu().double().numpy()),
+                   reached=failed_step == 0, failed_step=failed_step, failed_sigma=failed_sigma, calls=calls)
 
 
 @torch.no_grad()
@@ -212,7 +238,8 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
            target: Target | None = None, matching: Matching | None = None) -> Samples:
     """Stochastic coarse-to-fine ascent from start + σ_0 z; with a target, the adaptive self-guided
     sampler. A row stops once its σ_t < sigma_final and returns x̂(y_t); one still above after max_steps
-    stops there too, flagged (Samples.reached) and logged.
+    stops there too, flagged (Samples.reached) and logged; one whose σ_t is not finite (NaN/inf in y_t or
+    x̂(y_t)) stops before step t with its last finite x̂, flagged (Samples.failed_step) and logged.
 
     The matching step's φ* is taken at the σ this step is expected to see: σ_0 first, then
     (1 − β h_t) σ_t, the noise level the ascent step is designed to leave (the authors re-estimate σ
@@ -222,13 +249,15 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
     n = start.numel()
     y = (start + sigma_0 * torch.randn((len(rows), *start.shape), generator=generator, device=start.device))
     y = y.contiguous(memory_format=torch.channels_last)
-    images = torch.empty_like(y)
+    images = start.expand_as(y).clone(memory_format=torch.channels_last)  # a row failing at once keeps it
     expected_sigma = torch.full((len(rows),), float(sigma_0), device=y.device)
     batch = torch.arange(len(rows), device=y.device)  # the rows computed at this step
     running = torch.ones(len(rows), dtype=torch.bool, device=y.device)  # those of the batch not yet stopped
     sigmas, errors = [], []
     matching_steps = torch.zeros(len(rows), dtype=torch.long, device=y.device)
     steps = torch.zeros(len(rows), dtype=torch.long, device=y.device)
+    failed_step = torch.zeros(len(rows), dtype=torch.long, device=y.device)
+    failed_sigma = torch.full((len(rows),), float("nan"), device=y.device)
     for t in range(1, max_steps + 1):
         y_t, now = y[batch], batch[running]
         error = torch.full((len(rows),), float("nan"), device=y.device)
@@ -240,6 +269,12 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
         calls["denoise", len(y_t)] += 1
         f = y_t - denoised
         sigma = f.flatten(1).norm(dim=1) / math.sqrt(n)
+        # NaN/inf in y_t or x̂(y_t): the row stops before this step, with its last finite x̂
+        finite = torch.isfinite(sigma)
+        lost = batch[running & ~finite]
+        failed_step[lost], failed_sigma[lost] = t, expected_sigma[lost]
+        running = running & finite
+        now = batch[running]
         recorded = torch.full((len(rows),), float("nan"), device=y.device)
         recorded[now] = sigma[running]
         sigmas.append(recorded)
@@ -257,14 +292,16 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
         keep = _shrunk(running)
         if keep is not None:
             batch, running = batch[keep], running[keep]
-    reached = torch.ones(len(rows), dtype=torch.bool, device=y.device)
-    reached[batch[running]] = False
-    if not reached.all():
+    capped = torch.zeros(len(rows), dtype=torch.bool, device=y.device)
+    capped[batch[running]] = True
+    if capped.any():
         log.warning("%d of %d samples stopped by max_steps %d before σ fell below sigma_final %g (last σ up to %.3g)",
-                    int((~reached).sum()), len(rows), max_steps, sigma_final, sigmas[-1][~reached].max())
+                    int(capped.sum()), len(rows), max_steps, sigma_final, sigmas[-1][capped].max())
+    _log_failures(rows, failed_step, failed_sigma)
     return Samples(images=images.clamp(0, 1), steps=steps, matching_steps=matching_steps,
                    sigma=torch.stack(sigmas, dim=1).cpu().double().numpy(),
-                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), reached=reached, calls=calls)
+                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), reached=~capped & (failed_step == 0),
+                   failed_step=failed_step, failed_sigma=failed_sigma, calls=calls)
 
 
 def start_image(paths: list[str], kind: str, limit: int = 10_000) -> torch.Tensor:
@@ -306,8 +343,11 @@ def score(model: UNetFlex, samples: Samples, target: Target, rows: torch.Tensor,
           generator: torch.Generator, train_phi: list[str], train_sigma: float, train_n_noise: int) -> pd.DataFrame:
     """One row per sample: relative φ error against its target at `sigma`, pixel distance to its
     conditioner, diversity (mean distance to the other samples of its target), and its nearest training
-    image in φ space (φ at train_sigma with train_n_noise draws, as the training φ files were computed)."""
+    image in φ space (φ at train_sigma with train_n_noise draws, as the training φ files were computed). A
+    row that failed (NaN/inf) is scored on its last finite image, flagged: `failed`, and `failure` says at
+    which step and σ."""
     x = samples.images
+    failed_step, failed_sigma = samples.failed_step.cpu().numpy(), samples.failed_sigma.cpu().numpy()
     calls = Counter()  # scoring is not part of the sampler's cost
     goal = target.phi(model, torch.arange(len(target), device=x.device),
                       torch.full((len(target),), sigma, device=x.device), generator, calls)[rows]
@@ -329,7 +369,9 @@ def score(model: UNetFlex, samples: Samples, target: Target, rows: torch.Tensor,
         diversity=diversity.cpu().numpy(), score_sigma=sigma,
         nn_key=nn_keys, nn_phi_distance=nn_distance.numpy(), nn_sigma=train_sigma,
         steps=samples.steps.cpu().numpy(), matching_steps=samples.matching_steps.cpu().numpy(),
-        reached_sigma_final=samples.reached.cpu().numpy(), final_sigma=[s[~np.isnan(s)][-1] for s in samples.sigma],
+        reached_sigma_final=samples.reached.cpu().numpy(), failed=failed_step > 0,
+        failure=[f"NaN/inf at step {step}, σ {at:.3g}" if step else "" for step, at in zip(failed_step, failed_sigma)],
+        final_sigma=pd.DataFrame(samples.sigma).ffill(axis=1).iloc[:, -1].to_numpy(),  # NaN: failed at its first step
         schedule_sigma=[s[~np.isnan(s)] for s in samples.sigma],
         schedule_phi_error=[e[~np.isnan(s)] for s, e in zip(samples.sigma, samples.phi_error)],
     ))

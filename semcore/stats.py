@@ -4,6 +4,20 @@ and selectivity for known generative factors. Inputs are plain arrays; every fun
 φ of every image (1.28M × 512 float32 for ImageNet: 2.6 GB) is never copied whole nor converted to
 float64: sums run over chunks of rows in float64, subspaces come from C × C Gram matrices, and the
 mutual information takes a few channels at a time.
+
+Zeros (a dead channel, an image whose means are all zero, a whole φ of zeros) give defined values, never
+an error: a statistic that is 0/0 on them is NaN, and the tables keep those rows so that the NaNs can
+be counted (semcore.findings reports how many it leaves out of its means):
+- PR of a zero vector: NaN (block_pr_table: the image's `pr`; channel_table: a dead channel's `pr`);
+- cosine similarity with a zero vector: NaN (stability_table);
+- a dead channel (zero on every image): `dead` True, `pr` NaN, `mean` 0, `active_fraction` 0, never
+  selective; an image whose φ is zero activates no channel, so it belongs to no group of union_of_subspaces
+  and lowers every channel's PR across images, as any image that activates nothing;
+- selectivity threshold with fewer than two distinct live channel PRs (e.g. φ all zero): NaN, not bimodal,
+  no channel selective;
+- effective and participation dimension of rows that are all zero: 0; principal angles to their
+  (zero-dimensional) subspace: none, NaN in the pairs table;
+- mutual information of a constant channel (e.g. dead) with any factor: 0.
 """
 
 from __future__ import annotations
@@ -46,7 +60,8 @@ def _participation_ratio(total: np.ndarray, squares: np.ndarray, n: int) -> np.n
 
 
 def participation_ratio(v: np.ndarray, axis: int = -1) -> np.ndarray:
-    """PR(v) = (Σ v)² / (n Σ v²) along `axis`: 1/n for a one-hot v, 1 for a constant one, NaN for zeros."""
+    """PR(v) = (Σ v)² / (n Σ v²) along `axis`: 1/n for a one-hot v, 1 for a constant one; NaN for a zero v
+    (0/0: a zero vector has no sparsity)."""
     return _participation_ratio(*sums(v, axis), np.shape(v)[axis])
 
 
@@ -59,8 +74,11 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def selectivity_threshold(channel_pr: np.ndarray) -> tuple[float, bool]:
     """The trough of the channel-PR distribution: the least dense point (Gaussian KDE) between its two
     highest modes; channels below it are selective. Returns (threshold, bimodal); a distribution with a
-    single mode falls back to Otsu's threshold, with bimodal False."""
+    single mode falls back to Otsu's threshold, with bimodal False. Dead channels (PR NaN) are left out;
+    with fewer than two distinct PRs left there is nothing to split: (NaN, False), no channel below it."""
     values = channel_pr[np.isfinite(channel_pr)]
+    if len(np.unique(values)) < 2:
+        return float("nan"), False
     grid = np.linspace(values.min(), values.max(), 512)
     density = gaussian_kde(values)(grid)
     peaks = np.flatnonzero((density[1:-1] > density[:-2]) & (density[1:-1] >= density[2:])) + 1
@@ -71,8 +89,9 @@ def selectivity_threshold(channel_pr: np.ndarray) -> tuple[float, bool]:
 
 
 def active_channels(phi: np.ndarray, fraction: float, channels: np.ndarray | None = None) -> np.ndarray:
-    """Boolean [N, C]: channel c is active for image i when φ_ic > fraction · max_i φ_ic; only the columns
-    of the channels in the boolean mask `channels`, when given. Built a chunk of rows at a time."""
+    """Boolean [N, C]: channel c is active for image i when φ_ic > fraction · max_i φ_ic (never for a dead
+    channel, nor on an image whose φ is zero); only the columns of the channels in the boolean mask
+    `channels`, when given. Built a chunk of rows at a time."""
     columns = np.arange(phi.shape[1]) if channels is None else np.flatnonzero(channels)
     threshold = fraction * phi.max(axis=0)[columns]
     active = np.empty((len(phi), len(columns)), dtype=bool)
@@ -100,23 +119,27 @@ def spectrum(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(s2[::-1], 0, None), vectors[:, ::-1]
 
 
+# Rows that are all zero span {0}: both dimensions are 0 (their ratios would be 0/0).
+
 def _effective_dimension(s2: np.ndarray, energy: float) -> int:
-    return int(np.searchsorted(np.cumsum(s2) / s2.sum(), energy) + 1)
+    total = s2.sum()
+    return int(np.searchsorted(np.cumsum(s2) / total, energy) + 1) if total > 0 else 0
 
 
 def _participation_dimension(s2: np.ndarray) -> float:
-    return float(s2.sum() ** 2 / (s2**2).sum())
+    total = s2.sum()
+    return float(total**2 / (s2**2).sum()) if total > 0 else 0.0
 
 
 def effective_dimension(vectors: np.ndarray, energy: float) -> int:
     """The number of singular values of the [N, C] rows holding `energy` of their total squared norm:
-    the dimension of the subspace (through the origin) they lie close to."""
+    the dimension of the subspace (through the origin) they lie close to; 0 for rows that are all zero."""
     return _effective_dimension(spectrum(gram(vectors))[0], energy)
 
 
 def participation_dimension(vectors: np.ndarray) -> float:
     """(Σ s²)² / Σ s⁴ over the singular values s of the [N, C] rows: a continuous effective dimension,
-    1 for rows along one direction, k for rows spread evenly over k orthogonal ones."""
+    1 for rows along one direction, k for rows spread evenly over k orthogonal ones, 0 for zero rows."""
     return _participation_dimension(spectrum(gram(vectors))[0])
 
 
@@ -126,14 +149,16 @@ def principal_subspace(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 
 def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Principal angles in degrees between the column spans of a and b, smallest first."""
+    """Principal angles in degrees between the column spans of a and b, smallest first (none when either
+    has no column)."""
     return np.sort(np.degrees(subspace_angles(a, b)))
 
 
 def group_by_active_selective(phi: np.ndarray, selective: np.ndarray, fraction: float,
                               min_size: int) -> list[tuple[tuple[int, ...], np.ndarray]]:
     """Images grouped by their set of active selective channels: [(channels, image indices)], groups of at
-    least min_size images with at least one active selective channel, largest first."""
+    least min_size images with at least one active selective channel (so never an image whose φ is zero),
+    largest first."""
     selective_ids = np.flatnonzero(selective)
     # Patterns packed 8 channels to a byte (same lexicographic order); members of every pattern from one sort.
     packed = np.packbits(active_channels(phi, fraction, selective), axis=1)
@@ -147,7 +172,8 @@ def group_by_active_selective(phi: np.ndarray, selective: np.ndarray, fraction: 
 
 def subspace_statistics(phi: np.ndarray, groups: list[np.ndarray], energy: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per group: size, effective dimension (`energy` of the squared singular values) and participation
-    dimension; per pair of groups: the principal angles between their subspaces (smallest and mean)."""
+    dimension; per pair of groups: the principal angles between their subspaces (smallest and mean; NaN
+    when a group's rows are all zero: {0} makes no angle)."""
     spectra = [spectrum(gram(phi, members)) for members in groups]
     dims = [_effective_dimension(s2, energy) for s2, _ in spectra]
     bases = [vectors[:, :d] for (_, vectors), d in zip(spectra, dims)]
@@ -157,7 +183,8 @@ def subspace_statistics(phi: np.ndarray, groups: list[np.ndarray], energy: float
     for i in range(len(groups)):
         for j in range(i + 1, len(groups)):
             angles = principal_angles(bases[i], bases[j])
-            pairs.append(dict(group_a=i, group_b=j, min_angle=angles[0], mean_angle=angles.mean()))
+            smallest, mean = (angles[0], angles.mean()) if len(angles) else (np.nan, np.nan)
+            pairs.append(dict(group_a=i, group_b=j, min_angle=smallest, mean_angle=mean))
     return per_group, pd.DataFrame(pairs, columns=["group_a", "group_b", "min_angle", "mean_angle"])
 
 
@@ -168,11 +195,18 @@ def shuffled_groups(groups: list[np.ndarray], n_images: int, rng: np.random.Gene
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _mutual_information(estimate, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """The estimate for each column of x; exactly 0 for a constant one (e.g. a dead channel), which carries
+    no information: the estimator jitters its input, and would find a little (~0.003 nats)."""
+    return np.where(np.ptp(x, axis=0) == 0, 0.0, estimate(x, y, random_state=seed))
+
+
 def factor_mutual_information(phi: np.ndarray, factors: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Mutual information (nats) between each channel's activation and each factor: categorical factors
     (strings) by mutual_info_classif, numeric ones by mutual_info_regression, on the images where the
-    factor is defined. Long format: factor, channel, mutual_information. scikit-learn scales a float64
-    copy of its input: it gets a few channels at a time (each channel's estimate is its own)."""
+    factor is defined; 0 for a channel constant there (e.g. dead). Long format: factor, channel,
+    mutual_information. scikit-learn scales a float64 copy of its input: it gets a few channels at a time
+    (each channel's estimate is its own)."""
     rows = []
     for name in factors.columns:
         values = factors[name]
@@ -185,7 +219,7 @@ def factor_mutual_information(phi: np.ndarray, factors: pd.DataFrame, seed: int 
         else:
             estimate, y = mutual_info_classif, pd.factorize(y)[0]
         step = max(1, CHUNK_ELEMENTS // len(y))
-        mi = np.concatenate([estimate(phi[defined, start:start + step], y, random_state=seed)
+        mi = np.concatenate([_mutual_information(estimate, phi[defined, start:start + step], y, seed)
                              for start in range(0, phi.shape[1], step)])
         rows.append(pd.DataFrame({"factor": name, "channel": np.arange(phi.shape[1]), "mutual_information": mi}))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["factor", "channel", "mutual_information"])
@@ -205,14 +239,16 @@ def block_arrays(block_means: pa.Table) -> Iterator[tuple[str, pd.DataFrame, np.
 
 
 def block_pr_table(block_means: pa.Table, sigma: float) -> pd.DataFrame:
-    """Per image and block, the PR of the block's channel means at σ (paper fig. 1)."""
+    """Per image and block, the PR of the block's channel means at σ (paper fig. 1); NaN where they are all
+    zero (the row is kept: it counts as left out)."""
     at_sigma = block_means.filter(np.isclose(block_means.column("sigma").to_numpy(), sigma))
     return pd.concat([rows[["key"]].assign(block=block, pr=participation_ratio(means))
                       for block, rows, means in block_arrays(at_sigma)], ignore_index=True)
 
 
 def stability_table(block_means: pa.Table, sigma1: float) -> pd.DataFrame:
-    """Per image, block and σ2: cosine similarity of ā(x_σ1) and ā(x_σ2) (paper fig. 2)."""
+    """Per image, block and σ2: cosine similarity of ā(x_σ1) and ā(x_σ2) (paper fig. 2); NaN where either
+    is zero (the row is kept: it counts as left out)."""
     frames = []
     for block, rows, means in block_arrays(block_means):
         row_of = {s: pd.Series(group.index, index=group.key) for s, group in rows.groupby("sigma")}
@@ -225,14 +261,15 @@ def stability_table(block_means: pa.Table, sigma1: float) -> pd.DataFrame:
 
 
 def channel_table(phi: np.ndarray, active_fraction: float) -> tuple[pd.DataFrame, float, bool]:
-    """Per channel: PR across images, mean, fraction of images where it is active, selective or not
-    (paper fig. 3). Returns (table, threshold, bimodal)."""
+    """Per channel: PR across images, mean, fraction of images where it is active, dead (zero on every
+    image: PR NaN) or not, selective or not (paper fig. 3; never a dead channel, nor any channel when the
+    threshold is NaN). Returns (table, threshold, bimodal)."""
     total, squares = sums(phi, axis=0)
     pr = _participation_ratio(total, squares, len(phi))
     threshold, bimodal = selectivity_threshold(pr)
     table = pd.DataFrame({"channel": np.arange(phi.shape[1]), "pr": pr, "mean": total / len(phi),
                           "active_fraction": active_channels(phi, active_fraction).mean(axis=0),
-                          "selective": pr < threshold})
+                          "dead": squares == 0, "selective": pr < threshold})
     return table, threshold, bimodal
 
 

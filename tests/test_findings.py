@@ -1,4 +1,5 @@
 """The findings are read off the tables: each claim's verdict follows its numbers, both ways."""
+import numpy as np
 import pandas as pd
 
 from semcore import findings
@@ -27,3 +28,14 @@ def test_the_gist_holds_only_beyond_two_standard_errors():
 def test_an_empty_subspace_table_does_not_hold_and_says_why():
     row = findings.union_of_subspaces(pd.DataFrame(columns=["kind", "dimension"]))
     assert not row["holds"] and "no group" in row["measure"]
+
+
+def test_undefined_values_are_left_out_of_the_means_and_counted():
+    block_pr = pd.DataFrame({"block": ["E1", "E1", "M", "M", "M"], "pr": [0.5, np.nan, 0.2, np.nan, np.nan]})
+    row = findings.sparsity(block_pr)
+    assert row["value"] == 0.2 and row["measure"].endswith("(M), 2 of 3 undefined (zero ā) left out") and row["holds"]
+    assert row["baseline"] == "lowest other block (E1, 1 of 2 undefined (zero ā) left out)"
+    # No other block with a defined value: no baseline, and the claim does not hold.
+    row = findings.stability(pd.DataFrame({"block": ["E1", "M"], "cosine": [np.nan, 0.9]}))
+    assert row["baseline"] == "most stable other block (none with a defined value)"
+    assert np.isnan(row["baseline_value"]) and not row["holds"]

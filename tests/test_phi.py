@@ -1,4 +1,5 @@
-import tarfile
+import copy
+import json
 
 import duckdb
 import numpy as np
@@ -129,6 +130,33 @@ def test_block_means_cover_every_block_image_and_sigma(model, shard_paths, tmp_p
 def test_a_failed_write_leaves_no_file(model, shard_paths, tmp_path):
     broken = tmp_path / "train-000009.tar"
     broken.write_bytes(b"not a tar archive" * 100)
-    with pytest.raises(tarfile.ReadError):  # after the first shard's φ went to the temporary files
+    (tmp_path / "index.json").write_text(json.dumps({broken.name: {"samples": 1, "bytes": broken.stat().st_size}}))
+    with pytest.raises(shards.CorruptShard, match="train-000009.tar: unreadable at its start"):  # after the first
+        # shard's φ went to the temporary files
         _write_one(model, [shard_paths[0], str(broken)], tmp_path / "out" / "x.parquet")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_non_finite_means_name_the_images_sigma_draws_and_model():
+    means = {"M": torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [0.0, 0.0], [float("inf"), 1.0]])}
+    metas = [{"key": key} for key in ("a", "b", "c", "d")]
+    phi.check_finite({"M": means["M"][[0, 2]]}, [metas[0], metas[2]], 0.5, 4, "model x")  # finite rows: no error
+    message = r"φ is not finite for 2 of 4 images at σ 0.5 \(first: b\): the network produced NaN/inf " \
+              r"\(block M, the mean of 4 noise draws; model x\)"
+    with pytest.raises(phi.NotFiniteError, match=message):
+        phi.check_finite(means, metas, 0.5, 4, "model x")
+
+
+def test_a_network_producing_nan_stops_phi_and_writes_nothing(model, shard_paths, tmp_path):
+    broken = copy.deepcopy(model)
+    broken.middle[0].weight.data.fill_(float("nan"))  # the middle block and the decoder after it
+    first = next(shards.read_batches(shard_paths[:1], 1))[0][0]["key"]
+    expected = rf"φ is not finite for 7 of 7 images at σ 0 \(first: {first}\): the network produced NaN/inf " \
+               r"\(block M, the clean image; checkpoint_sha256 abc\)"
+    with pytest.raises(phi.NotFiniteError, match=expected):
+        _write_one(broken, shard_paths[:1], tmp_path / "phi" / "x.parquet")
+    with pytest.raises(phi.NotFiniteError, match=r"\(block M, D2, the clean image; model m.pt, checkpoint_sha256 abc"):
+        phi.write_block_means(broken, shards.read_batches(shard_paths[:1], 8), tmp_path / "phi" / "blocks.parquet",
+                              sigmas=SIGMAS, n_noise=3, generator=torch.Generator(), device=torch.device("cpu"),
+                              metadata={"model": "m.pt", "checkpoint_sha256": "abc"})
+    assert list((tmp_path / "phi").iterdir()) == []

@@ -76,12 +76,17 @@ def test_a_schedule_of_k_steps_makes_the_expected_network_calls(model, images):
     assert result.phi_error.shape == (r, k) and np.isfinite(result.phi_error).all()
 
 
+def draw_options(kind: str) -> dict:
+    """sample.draw's settings for a few steps of the sampler `kind`: fixed, adaptive or unconditional."""
+    return dict(guided=kind != "unconditional", algorithm=kind, schedule=dict(sigma_max=0.5, sigma_min=0.05, steps=3),
+                ascent_options=dict(sigma_0=0.5, sigma_final=0.2, h0=0.3, beta=0.5, h_schedule=True, max_steps=8),
+                matching=dict(lr=0.01, tol=0.01, max_iter=3))
+
+
 @pytest.mark.parametrize("kind", ["fixed", "adaptive", "unconditional"])
 def test_samples_are_finite_in_range_and_reproducible(model, images, kind):
     target = sample.Target(images=images, n_noise=N_NOISE, top_k=5)
-    options = dict(guided=kind != "unconditional", algorithm=kind, schedule=dict(sigma_max=0.5, sigma_min=0.05, steps=3),
-                   ascent_options=dict(sigma_0=0.5, sigma_final=0.2, h0=0.3, beta=0.5, h_schedule=True, max_steps=8),
-                   matching=dict(lr=0.01, tol=0.01, max_iter=3))
+    options = draw_options(kind)
     first = sample.draw(model, target, rows(), start(), **options, generator=generator(0))
     again = sample.draw(model, target, rows(), start(), **options, generator=generator(0))
     other = sample.draw(model, target, rows(), start(), **options, generator=generator(1))
@@ -230,23 +235,99 @@ def test_a_cluster_centroid_is_a_target(model, tmp_path):
     assert (after < before).all()
 
 
-def test_scores_find_a_copy_and_measure_diversity(model, images, tmp_path):
-    # The "training set" holds the two targets themselves; samples that are exact copies of them
-    # have φ distance 0 to their nearest training image and pixel distance 0 to their conditioner.
+@pytest.fixture(scope="module")
+def train_phi(model, images, tmp_path_factory) -> list[str]:
+    """A φ file whose "training set" holds the two targets themselves (keys a and b), at σ = 0."""
     with torch.no_grad():
         train = model.middle_means(images).numpy()
-    path = tmp_path / "train-000000.parquet"
-    schema = phi_schema(32, {})
-    with ParquetSink(path, schema) as sink:
+    path = tmp_path_factory.mktemp("phi") / "train-000000.parquet"
+    with ParquetSink(path, phi_schema(32, {})) as sink:
         sink.write(pa.table({"key": ["a", "b"], "split": ["train"] * 2, "label": pa.array([0, 1], pa.int32()),
                              "sigma": pa.array([0.0, 0.0]), "phi": vectors(train)}))
+    return [str(path)]
+
+
+class NaNAtCall(torch.nn.Module):
+    """The model, except that its denoised image of the batch's first row is NaN at its `call`-th call."""
+
+    def __init__(self, model: UNetFlex, call: int):
+        super().__init__()
+        self.model, self.call, self.calls = model, call, 0
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        denoised = self.model(y)
+        if self.calls == self.call:
+            denoised[0] = float("nan")
+        return denoised
+
+    def middle_means(self, y: torch.Tensor) -> torch.Tensor:
+        return self.model.middle_means(y)
+
+
+def scored(model, samples: sample.Samples, target: sample.Target, train_phi: list[str]) -> pd.DataFrame:
+    """The samples' score table, checked to convert as the rule writes it (PNG bytes, φ vectors)."""
+    table = sample.score(model, samples, target, rows(), sigma=0.05, generator=generator(), train_phi=train_phi,
+                         train_sigma=0.0, train_n_noise=1)
+    sample.to_arrow(table, sample.as_uint8(samples.images))  # the table the rule writes
+    return table
+
+
+@pytest.mark.parametrize("kind", ["fixed", "adaptive"])
+def test_samples_that_become_nan_are_flagged_and_the_others_go_on(model, train_phi, kind, caplog):
+    # Target 1's φ* holds a NaN: the matching step of its samples diverges at once; target 0's go on.
+    goals = torch.rand(T, 32, generator=generator(4)) * 0.05
+    broken = goals.clone()
+    broken[1, 0] = float("nan")
+    options = draw_options(kind)
+    clean = sample.draw(model, sample.Target(vectors=goals), rows(), start(), **options, generator=generator())
+    with caplog.at_level(logging.WARNING, logger="semcore.sample"):
+        result = sample.draw(model, sample.Target(vectors=broken), rows(), start(), **options, generator=generator())
+    lost = rows() == 1
+    assert result.failed_step.tolist() == [0] * S + [1] * S and not result.reached[lost].any()
+    assert result.steps[lost].eq(0).all() and np.isnan(result.sigma[lost.numpy()]).all()
+    assert torch.equal(result.images[lost], start().expand(S, 3, 16, 16))  # no finite step: the start image
+    assert torch.isfinite(result.images).all() and result.steps[~lost].ge(1).all()
+    if kind == "fixed":  # rows are independent, and the schedule draws the same noise: target 0's are unchanged
+        assert torch.allclose(result.images[~lost], clean.images[~lost], atol=1e-6)
+    assert (f"{S} of {T * S} samples became NaN/inf and stopped with their last finite image: "
+            f"row {S} (target 1) at step 1, σ 0.5; row {S + 1}") in caplog.text
+    table = scored(model, result, sample.Target(vectors=broken), train_phi)
+    lost = lost.numpy()
+    assert table.failed.tolist() == lost.tolist() and table.failure[lost].eq("NaN/inf at step 1, σ 0.5").all()
+    assert table.failure[~lost].eq("").all() and table.final_sigma[lost].isna().all()
+    assert table.schedule_sigma[lost].map(len).eq(0).all()
+
+
+def test_a_sample_failing_later_keeps_its_last_finite_image(model, images, train_phi, caplog):
+    # The denoiser's output for row 0 is NaN at step 4: the row stops with its image of step 3.
+    options = dict(sigma_0=0.5, sigma_final=0.01, h0=0.1, beta=0.5, h_schedule=False)
+    clean = sample.ascent(model, rows(), start(), **options, max_steps=3, generator=generator())
+    with caplog.at_level(logging.WARNING, logger="semcore.sample"):
+        result = sample.ascent(NaNAtCall(model, 4), rows(), start(), **options, max_steps=6, generator=generator())
+    assert result.failed_step.tolist() == [4] + [0] * (T * S - 1) and result.steps[0] == 3 and not result.reached[0]
+    assert torch.equal(result.images[0], clean.images[0])
+    assert np.array_equal(result.sigma[0, :3], clean.sigma[0]) and np.isnan(result.sigma[0, 3:]).all()
+    designed = (1 - 0.5 * 0.1) * clean.sigma[0, -1]  # the σ step 4 was designed for
+    assert result.failed_sigma[0].item() == pytest.approx(designed, rel=1e-6)
+    assert f"1 of {T * S} samples became NaN/inf" in caplog.text
+    assert f"row 0 (target 0) at step 4, σ {designed:.3g}" in caplog.text
+    table = scored(model, result, sample.Target(images=images, n_noise=N_NOISE), train_phi)
+    assert table.failure.tolist() == [f"NaN/inf at step 4, σ {designed:.3g}"] + [""] * (T * S - 1)
+    assert table.final_sigma[0] == clean.sigma[0, -1] and np.isfinite(table.phi_error).all()
+
+
+def test_scores_find_a_copy_and_measure_diversity(model, images, train_phi):
+    # Samples that are exact copies of the targets have φ distance 0 to their nearest training image and
+    # pixel distance 0 to their conditioner.
     copies = images[rows()].clone()
     copies[S - 1] = 1 - copies[S - 1]  # one sample of target 0 differs
     result = sample.Samples(images=copies, steps=torch.ones(T * S, dtype=torch.long),
                             matching_steps=torch.zeros(T * S, dtype=torch.long), sigma=np.full((T * S, 1), 0.05),
-                            phi_error=np.zeros((T * S, 1)), reached=torch.ones(T * S, dtype=torch.bool))
+                            phi_error=np.zeros((T * S, 1)), reached=torch.ones(T * S, dtype=torch.bool),
+                            failed_step=torch.zeros(T * S, dtype=torch.long), failed_sigma=torch.full((T * S,), np.nan))
     table = sample.score(model, result, sample.Target(images=images, n_noise=N_NOISE), rows(), sigma=0.05,
-                         generator=generator(), train_phi=[str(path)], train_sigma=0.0, train_n_noise=1)
+                         generator=generator(), train_phi=train_phi, train_sigma=0.0, train_n_noise=1)
     assert table.sample_id.tolist() == [0, 1, 2] * T
     exact = table.drop(index=S - 1)
     assert exact.nn_key.tolist() == ["a"] * (S - 1) + ["b"] * S and np.allclose(exact.nn_phi_distance, 0, atol=1e-5)
@@ -255,6 +336,7 @@ def test_scores_find_a_copy_and_measure_diversity(model, images, tmp_path):
     d = sample.pairwise_rmse(copies[:S])
     assert np.isclose(table.diversity[0], (d[0, 1] + d[0, 2]) / 2)
     assert (table.phi_error < 0.5).all()
+    assert not table.failed.any() and table.failure.eq("").all() and table.final_sigma.eq(0.05).all()
 
 
 def test_the_workflow_samples_scores_and_draws_grids(finished_run):
@@ -263,7 +345,7 @@ def test_the_workflow_samples_scores_and_draws_grids(finished_run):
     n = TINY_CONFIG["sample"]["targets"] * TINY_CONFIG["sample"]["samples_per_target"]
     assert table.groupby("method").size().to_dict() == {"self-guided": n, "unconditional": n}
     assert table.target.nunique() == 3 and table.key.str.startswith("synthetic_").all()
-    assert np.isfinite(table.phi_error).all() and (table.phi_error > 0).all()
+    assert np.isfinite(table.phi_error).all() and (table.phi_error > 0).all() and not table.failed.any()
     guided = table[table.method == "self-guided"]
     assert guided.schedule_sigma.map(len).eq(3).all() and guided.steps.eq(3).all() and guided.reached_sigma_final.all()
     unconditional = table[table.method == "unconditional"]  # the tiny config's ascent: σ 0.5 → 0.1, at most 20 steps

@@ -24,7 +24,7 @@ model = UNetFlex.from_pretrained(model_path, map_location=device).to(device, mem
 checkpoint_sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
 shard_input = snakemake.input.shards  # Snakemake gives a single path as a string, several as a list
 paths = [shard_input] if isinstance(shard_input, str) else sorted(shard_input)
-metadata = dict(checkpoint_sha256=checkpoint_sha256, seed=p.seed, shards=",".join(Path(s).name for s in paths))
+metadata = dict(model=str(model_path), checkpoint_sha256=checkpoint_sha256, seed=p.seed, shards=",".join(Path(s).name for s in paths))
 
 if p.all_blocks:
     phi.write_block_means(model, shards.read_batches(paths, p.batch_images, limit=p.max_images), snakemake.output[0],

@@ -45,6 +45,8 @@ table.insert(1, "algorithm", p.algorithm)
 table.insert(3, "key", [keys[i] for i in table.target])
 table["target"] += batch * p.targets_per_job
 table["top_k"] = p.top_k
+if table.failed.any():
+    logging.warning("samples that became NaN/inf:\n%s", table[table.failed][["key", "failure"]].to_string())
 logging.info("\n%s", table.groupby("key")[["phi_error", "pixel_distance", "diversity", "nn_phi_distance"]].mean())
 arrow = sample.to_arrow(table, sample.as_uint8(samples.images))
 with ParquetSink(snakemake.output[0], arrow.schema) as sink:
