@@ -1,5 +1,6 @@
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,33 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
+# What the workflow is made of: a copy of these is a whole workflow.
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "semcore", "schemas", "envs", "profiles",
+                  "report"]
+
+
+def copy_workflow(workdir: Path) -> Path:
+    """The workflow copied into workdir/workflow: tests that edit its code edit the copy, never the checkout."""
+    copy = workdir / "workflow"
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            copy.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    return copy
+
+
+def snakefile(workdir: Path) -> Path:
+    """The workflow a workdir runs: its own copy when it has one, else the checkout's."""
+    copy = workdir / "workflow" / "Snakefile"
+    return copy if copy.exists() else REPO / "Snakefile"
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real workflow on workdir/config.yaml, as a user would from that directory."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile(workdir)), "--directory", str(workdir),
            "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
     if check and result.returncode != 0:
@@ -60,8 +85,10 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
-    """One complete tiny run shared by the tests that read its outputs (tests that edit it restore it)."""
+    """One complete tiny run, of its own copy of the workflow, shared by the tests that read its outputs
+    (tests that edit it restore it)."""
     workdir = tmp_path_factory.mktemp("workflow")
+    copy_workflow(workdir)
     write_config(workdir, TINY_CONFIG)
     snakemake(workdir)
     return workdir

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from conftest import REPO, TINY_CONFIG, write_config
-from slurm_cluster import GPU_TYPE, GPUS, Cluster, Unavailable, ensure_installed
+from slurm_cluster import CONF, GPU_TYPE, GPUS, GRES_CONF, MARKER, Cluster, Unavailable, ensure_installed
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 SITE_KEYS = ("slurm_partition", "slurm_account")
@@ -64,6 +64,10 @@ def cluster(slurm_installed, request, tmp_path_factory):
         skip_loudly(str(e))
     yield running
     running.stop()
+    # The machine as the test found it: no daemon of ours left, none of our files in /etc (the Debian
+    # packages, when the test installed them, stay installed).
+    assert all(proc.poll() is not None for proc in running.procs.values()), "a SLURM daemon outlived the test"
+    assert not [conf for conf in (CONF, GRES_CONF) if conf.exists() and MARKER in conf.read_text(errors="replace")]
 
 
 def slurm_test_profile(cpus: int, rules: list[str], path: Path) -> Path:
@@ -110,6 +114,30 @@ def run_snakemake(workdir: Path, *args: str) -> tuple[int, str]:
             proc.wait(timeout=60)
             rc = "timeout"
     return rc, (workdir / "snakemake.out").read_text()
+
+
+def kill_after_submission(workdir: Path, *args: str) -> list[str]:
+    """Run snakemake and SIGKILL it (not its SLURM jobs, which slurmd runs) as soon as it has submitted a
+    job, as a closed login session would; returns the SLURM ids it had submitted."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    with open(workdir / "killed.out", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not (submitted := re.findall(r"submitted with SLURM jobid (\d+)", (workdir / "killed.out").read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, (workdir / "killed.out").read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return submitted
+
+
+def wait_until_finished(slurm_ids: list[str]) -> None:
+    """Poll squeue (generously) until none of the jobs is pending or running."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while subprocess.run(["squeue", "-h", "-t", "PD,R,CG", "-j", ",".join(slurm_ids)], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"SLURM jobs {slurm_ids} still queued after {RUN_TIMEOUT} s"
+        time.sleep(1)
 
 
 def job_logs(workdir: Path, chars: int = 3000) -> str:
@@ -255,4 +283,16 @@ def test_tiny_workflow_runs_through_slurm_and_matches_the_local_run(cluster, req
     pd.testing.assert_frame_equal(phi_r.drop(columns="phi"), phi_l.drop(columns="phi"))
     x_r = np.stack(phi_r.phi)
     assert x_r.shape == (len(phi_l), TINY_CONFIG["model"]["channels"][-1]) and np.isfinite(x_r).all()
+
+    # Snakemake killed while its SLURM jobs run: the rerun resubmits the unfinished job while the orphan
+    # may still be running; each writes its own temporary file, so the φ file is whole either way.
+    before = pd.read_parquet(remote / "phi").sort_values(["key", "sigma"], ignore_index=True)
+    orphans = kill_after_submission(workdir, "--workflow-profile", str(profile), "--forcerun", "phi", *targets[:1])
+    assert run_snakemake(workdir, "--unlock")[0] == 0
+    rc, out = run_snakemake(workdir, "--workflow-profile", str(profile), *targets)
+    assert rc == 0 and "submitted with SLURM jobid" in out, out[-3000:]
+    wait_until_finished(orphans)
+    after = pd.read_parquet(remote / "phi").sort_values(["key", "sigma"], ignore_index=True)
+    pd.testing.assert_frame_equal(after, before)
+    assert not list(remote.rglob("*.tmp")), "a temporary file was left behind"
     print(f"[slurm] test done in {time.monotonic() - started:.0f} s (SLURM run {elapsed:.0f} s)")

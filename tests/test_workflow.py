@@ -1,10 +1,14 @@
 """The real Snakemake workflow on tiny configs, run in temporary directories and read back."""
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
 import time
+from modulefinder import ModuleFinder
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -115,18 +119,6 @@ def test_emergence_over_training_reads_back_and_a_new_step_runs_only_its_jobs(fi
         write_config(finished_run, TINY_CONFIG)
 
 
-def test_phi_is_bit_identical_when_recomputed(finished_run):
-    phi_dir = finished_run / "results" / "tiny" / "phi"
-    before = {p.name: pd.read_parquet(p) for p in phi_dir.glob("*.parquet")}
-    snakemake(finished_run, "--forcerun", "phi")
-    for name, table in before.items():
-        again = pd.read_parquet(phi_dir / name)
-        assert np.array_equal(np.stack(table.phi), np.stack(again.phi))
-
-
-STATS = {"sparsity", "stability", "selectivity", "subspaces", "factors"}
-
-
 def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it(finished_run, tiny_config):
     assert planned_jobs(finished_run) == {}
     n_phi_jobs = len(list((finished_run / "results" / "tiny" / "phi").glob("*.parquet")))
@@ -154,16 +146,68 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         write_config(finished_run, TINY_CONFIG)
 
 
-def test_editing_a_semcore_module_reruns_the_rules_that_import_it(finished_run):
-    module = REPO / "semcore" / "scores.py"  # imported by the probe, semantic_scores and emergence_step scripts
-    source, before = module.read_bytes(), module.stat()
-    try:
-        module.write_bytes(source + b"\n# an edit\n")  # a new mtime alone is not enough: Snakemake compares checksums
-        assert planned_jobs(finished_run) == {"all": 1, "probe": 3, "semantic_scores": 1, "emergence_step": 3,
-                                              "emergence": 1, "findings": 1}
-    finally:
-        module.write_bytes(source)
-        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+def rule_scripts(workflow: Path) -> dict[str, Path]:
+    """{rule: its workflow script}, read from the rule files' text; `use rule A as B` keeps A's script
+    unless B names its own."""
+    scripts, parents, rule = {}, {}, None
+    for line in "".join(p.read_text() for p in sorted((workflow / "rules").glob("*.smk"))).splitlines():
+        if match := re.match(r"(?:rule|checkpoint) (\w+):", line):
+            rule = match[1]
+        elif match := re.match(r"use rule (\w+) as (\w+)", line):
+            rule, parents[match[2]] = match[2], match[1]
+        elif match := re.match(r'\s+"\.\./workflow_scripts/(\w+\.py)"', line):
+            scripts[rule] = workflow / "workflow_scripts" / match[1]
+    for child, parent in parents.items():
+        scripts.setdefault(child, scripts[parent])
+    return scripts
+
+
+def semcore_modules_imported(script: Path, workflow: Path) -> set[str]:
+    """The semcore modules a script imports, transitively, found by the standard library's ModuleFinder
+    (independently of the workflow's own `script_code`)."""
+    finder = ModuleFinder(path=[str(workflow)])  # the copy alone: torch, numpy… are not followed
+    finder.run_script(str(script))
+    return {name for name in finder.modules if name.startswith("semcore.")}
+
+
+def dry_run_jobs(workdir: Path, *args: str) -> list[tuple[str, list[str], str]]:
+    """(rule, input files, reason) of every job a dry run plans."""
+    out = snakemake(workdir, "--dry-run", *args).stdout
+    return [(rule, re.search(r"input: (.*)", body)[1].split(", ") if "input:" in body else [],
+             re.search(r"reason: (.*)", body)[1])
+            for rule, body in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(.*?)(?=\n\n)", out, re.M | re.S)]
+
+
+def test_editing_any_semcore_module_replans_exactly_the_rules_whose_scripts_import_it(finished_run):
+    workflow = finished_run / "workflow"  # the run's own copy of the workflow: the checkout is never edited
+    imports = {rule: semcore_modules_imported(script, workflow) for rule, script in rule_scripts(workflow).items()}
+    assert imports["phi_snapshot"] == imports["phi"] and "semcore.phi" in imports["phi"]
+    modules = sorted((workflow / "semcore").glob("*.py"))
+    # Each job declares as code exactly the modules its script imports, transitively. (Jobs after the
+    # `shard` checkpoint are known only while it does not rerun: it is forced on its own.)
+    listed = [*dry_run_jobs(finished_run, "--forcerun", *sorted(set(imports) - {"shard"})),
+              *dry_run_jobs(finished_run, "--forcerun", "shard")]
+    for rule, inputs, _ in listed:
+        declared = {f"semcore.{Path(i).stem}" for i in inputs if Path(i).parent == workflow / "semcore"}
+        assert declared == imports.get(rule, set()), rule
+    assert set(imports) <= {rule for rule, _, _ in listed}
+    # Editing a module replans the rules that import it; a rule that does not is replanned only below one
+    # that reruns (whose rerun hides, in the dry run, what else changed for the jobs below it; a rerun of
+    # `shard` hides the jobs after it).
+    for module in modules:  # one at a time
+        source, before = module.read_bytes(), module.stat()
+        try:
+            module.write_bytes(source + b"\n# an edit\n")  # a new mtime alone is not enough: Snakemake compares checksums
+            jobs = dry_run_jobs(finished_run)
+        finally:
+            module.write_bytes(source)
+            os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+        expected = {rule for rule, imported in imports.items() if f"semcore.{module.stem}" in imported}
+        direct = {rule for rule, _, reason in jobs if str(module) in reason}
+        planned = {rule for rule, _, _ in jobs}
+        assert direct <= expected and (expected <= planned or "shard" in planned), module.name
+        for rule, _, reason in jobs:
+            assert rule in direct or reason.startswith("Input files updated by another job"), (module.name, rule, reason)
     assert planned_jobs(finished_run) == {}
 
 
@@ -172,7 +216,9 @@ def test_a_folder_with_broken_files_shards_and_explains_each_skip(tmp_path, tiny
     for label in ("red", "blue"):
         (images / label).mkdir(parents=True)
         for i in range(4):
-            Image.new("RGB", (24, 20), label).save(images / label / f"{i}.png")
+            image = Image.new("RGB", (24, 20), label)
+            image.putpixel((0, 0), (i, i, i))  # distinct bytes: identical files are skipped as duplicates
+            image.save(images / label / f"{i}.png")
     (images / "red" / "zero.png").write_bytes(b"")
     (images / "blue" / "notes.txt").write_text("field notes")
     (images / "blue" / "small.png").write_bytes((images / "blue" / "0.png").read_bytes()[:40])
@@ -211,13 +257,58 @@ def test_killing_train_and_rerunning_resumes(tmp_path, tiny_config):
     os.killpg(run.pid, signal.SIGKILL)  # snakemake and its job die at once, as on a node failure
     run.wait()
     assert not (tmp_path / "results" / "tiny" / "model" / "model.pt").exists()
+    before = read_log(tmp_path / "results" / "tiny" / "model")
+    last_logged = before[before.kind == "train"].step.max()
 
     snakemake(tmp_path, "--unlock")  # what a hard kill asks of the user, as Snakemake says
     snakemake(tmp_path, "train")
     log = read_log(tmp_path / "results" / "tiny" / "model")
     resumed = log[log.kind == "resume"].step.tolist()
     assert len(resumed) == 1 and 5 <= resumed[0] < 1000
+    assert resumed[0] >= last_logged - 5  # at most one checkpoint interval (train.checkpoint_every 5) is lost
     assert f"resumed from step {resumed[0]}" in (tmp_path / "results" / "tiny" / "logs" / "train.log").read_text()
+
+
+def kill_when_started(workdir: Path, targets: list[str], logs: str, delay: float) -> None:
+    """Run snakemake on `targets` and SIGKILL it and its jobs `delay` s after a log matching
+    results/tiny/logs/`logs` appears (a job has started), as a node failure would."""
+    log_dir = workdir / "results" / "tiny" / "logs"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *targets]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(log_dir.glob(logs)):
+        assert time.time() < deadline and run.poll() is None, f"no job wrote {logs}"
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    snakemake(workdir, "--unlock")
+
+
+def test_a_second_run_killed_in_phi_kmeans_and_sample_ends_bit_identical_to_the_first(finished_run, tmp_path):
+    """Kills leave only whole files and a rerun redoes the killed jobs; and the same config and seed give
+    the same bytes: shards, manifest, model, snapshots, φ, k-means, samples."""
+    write_config(tmp_path, TINY_CONFIG)
+    snakemake(tmp_path, "train")
+    results, reference = tmp_path / "results" / "tiny", finished_run / "results" / "tiny"
+    delays = random.Random(0)
+    targets = []  # the uninterrupted run's files (`--until` plans nothing past the shard checkpoint)
+    for rule, logs, outputs in (("phi", "phi/*.log", "phi/*.parquet"), ("kmeans", "kmeans/*.log", "clusters/*/*/*.parquet"),
+                                ("sample", "sample/*.log", "samples/*/*.parquet")):
+        targets += [str(p.relative_to(finished_run)) for p in sorted(reference.glob(outputs))]
+        kill_when_started(tmp_path, targets, logs, delays.uniform(0, 0.5))
+        for path in results.glob(outputs):  # what is there under its name is whole: the uninterrupted run's
+            assert path.read_bytes() == (reference / path.relative_to(results)).read_bytes(), path
+        planned = planned_jobs(tmp_path, *targets)
+        assert planned.get(rule) and not {"shard", "train"} & set(planned), planned
+    snakemake(tmp_path, *targets)
+    same = [*targets, *(str(p.relative_to(finished_run)) for pattern in ("shards/*", "model/*.pt", "model/snapshots/*",
+                                                                         "phi_snapshots/step-000000/*")
+                        for p in sorted(reference.glob(pattern)) if p.name != "checkpoint.pt")]
+    assert len(same) > 20 and "results/tiny/model/model.pt" in same
+    for path in [*same, "results/tiny/manifest.parquet"]:
+        assert (tmp_path / path).read_bytes() == (finished_run / path).read_bytes(), f"{path} differs between two runs"
 
 
 def test_the_whole_workflow_runs_on_an_imported_authors_model(tmp_path, tiny_config):
