@@ -6,11 +6,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from semcore import config as semcore_config
+from semcore import config as semcore_config, schema
 from semcore.features import feature_set_names, parse as parse_feature_set
 from semcore.sources import input_files
 
-semcore_config.validate(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # a short line per error
+schema.validate(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # a short line per error
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 semcore_config.check(config)
 

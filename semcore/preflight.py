@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from semcore.config import check, emergence_steps, final_step, source_images
-from semcore.config import validate as semcore_validate
+from semcore.schema import validate as semcore_validate
 
 REPO = Path(__file__).resolve().parents[1]
 

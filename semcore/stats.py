@@ -120,7 +120,6 @@ def spectrum(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Rows that are all zero span {0}: both dimensions are 0 (their ratios would be 0/0).
-
 def _effective_dimension(s2: np.ndarray, energy: float) -> int:
     total = s2.sum()
     return int(np.searchsorted(np.cumsum(s2) / total, energy) + 1) if total > 0 else 0

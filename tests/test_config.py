@@ -2,7 +2,8 @@ import pytest
 import yaml
 from snakemake.utils import validate as fill_defaults
 
-from semcore.config import ConfigError, check, emergence_steps, final_step, model_config, validate
+from semcore.config import ConfigError, check, emergence_steps, final_step, model_config
+from semcore.schema import validate
 
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
 
