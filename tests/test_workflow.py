@@ -119,6 +119,9 @@ def test_emergence_over_training_reads_back_and_a_new_step_runs_only_its_jobs(fi
         write_config(finished_run, TINY_CONFIG)
 
 
+STATS = {"sparsity", "stability", "selectivity", "subspaces", "factors"}
+
+
 def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it(finished_run, tiny_config):
     assert planned_jobs(finished_run) == {}
     n_phi_jobs = len(list((finished_run / "results" / "tiny" / "phi").glob("*.parquet")))
