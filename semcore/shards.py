@@ -185,8 +185,11 @@ def _samples(paths: Iterable[str]) -> Iterator[dict]:
     that garbage cuts short, which tarfile takes for its end) or a sample with members other than .png and
     .json raises CorruptShard naming the shard, never a silent loss or a decoded foreign member (.pyd,
     .pth: WebDataset's decoders would unpickle them)."""
+    indexes = {}  # folder → its index, read once (training streams the same shards epoch after epoch)
     for path in map(Path, paths):
-        index = read_index(path.parent)
+        if path.parent not in indexes:
+            indexes[path.parent] = read_index(path.parent)
+        index = indexes[path.parent]
         if path.name not in index:
             raise CorruptShard(f"{path}: not in the shard index {path.parent / INDEX}; {RERUN}")
         key, count = None, 0  # the last sample read whole, and how many were
