@@ -21,6 +21,7 @@ include: "rules/findings.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.shard.output.manifest,
         rules.train.output.model,
@@ -38,4 +39,3 @@ rule all:
         gist_agreement,
         emergence_outputs,
         rules.findings.output,
-    default_target: True

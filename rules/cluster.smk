@@ -3,33 +3,6 @@
 # same way: raw pixels, and φ of the untrained network (training's step-0 snapshot: same architecture,
 # same seed).
 
-CLUSTER = config["cluster"]
-FEATURE_SETS = feature_set_names(CLUSTER["sigmas"])
-
-
-def clustered_chunks():
-    """φ's jobs (phi.shards_per_job shards each) that start among the shards holding the first
-    cluster.max_images images (all shards when null): only those get φ of the snapshots."""
-    shards = shard_names()
-    if CLUSTER["max_images"]:
-        shards = shards[: math.ceil(CLUSTER["max_images"] / config["data"]["samples_per_shard"])]
-    first_shards = set(shards)
-    return shards, [chunk for chunk in phi_chunks() if chunk.rsplit("-", 1)[0] in first_shards]
-
-
-def clustered_phi_files(folder):
-    """The φ files in `folder` (phi, or a snapshot's under phi_snapshots) of the clustered images."""
-    return expand(f"{RESULTS}/{folder}/{{chunk}}.parquet", chunk=clustered_chunks()[1])
-
-
-def feature_files(wildcards):
-    """φ files of the trained or untrained network (training's step 0), or the shards themselves for
-    pixels, of the clustered images."""
-    kind, _ = parse_feature_set(wildcards.features)
-    if kind == "pixels":
-        return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=clustered_chunks()[0])
-    return clustered_phi_files("phi" if kind == "phi" else "phi_snapshots/step-000000")
-
 
 rule kmeans:
     input:
@@ -43,12 +16,20 @@ rule kmeans:
         montage=report(
             f"{RESULTS}/figures/clusters/{{features}}-k{{k}}.png",
             caption="../report/clusters.rst",
-            category="Clusters",
+            category="Semantics",
             subcategory="{features}",
         ),
-    wildcard_constraints:
-        features="|".join(FEATURE_SETS).replace(".", r"\."),
-        k=r"\d+",
+    log:
+        f"{RESULTS}/logs/kmeans/{{features}}-k{{k}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/kmeans/{{features}}-k{{k}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=analysis_mem_mb("kmeans"),
+        runtime=120,
+        gpu=1,
     params:
         max_images=CLUSTER["max_images"],
         normalize=CLUSTER["normalize"],
@@ -59,17 +40,6 @@ rule kmeans:
         montage_clusters=CLUSTER["montage_clusters"],
         montage_members=CLUSTER["montage_members"],
         device=config["device"],
-    log:
-        f"{RESULTS}/logs/kmeans/{{features}}-k{{k}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/kmeans/{{features}}-k{{k}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=analysis_mem_mb("kmeans"),
-        runtime=120,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/kmeans.py"
 
@@ -82,22 +52,22 @@ rule neighbours:
         code=script_code("neighbours"),
     output:
         table=f"{RESULTS}/clusters/neighbours.parquet",
-        figure=figure("neighbours", "Clusters"),
+        figure=figure("neighbours", "Semantics"),
+    log:
+        f"{RESULTS}/logs/neighbours.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/neighbours.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=analysis_mem_mb("neighbours"),
+        runtime=30,
     params:
         max_images=CLUSTER["max_images"],
         sigmas=CLUSTER["sigmas"],
         queries=CLUSTER["queries"],
         neighbours=CLUSTER["neighbours"],
-    log:
-        f"{RESULTS}/logs/neighbours.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/neighbours.tsv"
-    threads: 2
-    resources:
-        mem_mb=analysis_mem_mb("neighbours"),
-        runtime=30,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/neighbours.py"
 
@@ -109,22 +79,20 @@ rule probe:
         code=script_code("probe"),
     output:
         f"{RESULTS}/clusters/{{features}}/probe.parquet",
-    wildcard_constraints:
-        features="|".join(FEATURE_SETS).replace(".", r"\."),
-    params:
-        max_images=CLUSTER["max_images"],
-        max_iter=CLUSTER["probe_max_iter"],
-        seed=CLUSTER["seed"],
     log:
         f"{RESULTS}/logs/probe/{{features}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/probe/{{features}}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 2
     resources:
         mem_mb=analysis_mem_mb("probe"),
         runtime=120,
-    conda:
-        "../envs/data.yaml"
+    params:
+        max_images=CLUSTER["max_images"],
+        max_iter=CLUSTER["probe_max_iter"],
+        seed=CLUSTER["seed"],
     script:
         "../workflow_scripts/probe.py"
 
@@ -137,16 +105,16 @@ rule semantic_scores:
         code=script_code("semantic_scores"),
     output:
         table=f"{RESULTS}/clusters/semantic_scores.parquet",
-        figure=figure("semantic_scores", "Clusters"),
+        figure=figure("semantic_scores", "Semantics"),
     log:
         f"{RESULTS}/logs/semantic_scores.log",
     benchmark:
         f"{RESULTS}/benchmarks/semantic_scores.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=analysis_mem_mb("semantic_scores"),
         runtime=30,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/semantic_scores.py"

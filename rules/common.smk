@@ -15,10 +15,34 @@ validate(config, schema="../schemas/config.schema.yaml")  # fills in the default
 semcore_config.check(config)
 
 # Workflow scripts import semcore from this checkout, also inside --software-deployment-method conda envs.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+# (Set here, not read: hence no `envvars:`.)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
 RESULTS = f"results/{config['name']}"
 SOURCE = config["data"]["source"]
+CLUSTER = config["cluster"]
+SAMPLE = config["sample"]
+GIST = config["gist"]
+FEATURE_SETS = feature_set_names(CLUSTER["sigmas"])  # phi-s<σ>, untrained-s<σ>, pixels
+UNCONDITIONAL_START, UNCONDITIONAL_ASCENT = semcore_config.unconditional_sampler(SAMPLE)
+
+
+# The wildcards of every rule, in one place: a chunk of consecutive shards of a split, a training step, a
+# batch of sampling targets, a feature set, a k.
+wildcard_constraints:
+    chunk=r"(train|test)-\d{6}-\d{6}",
+    step=r"\d+",
+    batch=r"\d{3}",
+    features="|".join(FEATURE_SETS).replace(".", r"\."),
+    k=r"\d+",
+
+
+# Rules of seconds and little memory run in the Snakemake process itself, never as cluster jobs.
+localrules:
+    sparsity,
+    stability,
+    emergence,
+    findings,
 
 
 def source_options():
@@ -126,13 +150,176 @@ def label_count():
 
 
 def analysis_mem_mb(rule_name):
-    """mem_mb of a rule from semcore.resources: its memory model at this config and number of images
+    """A rule's mem_mb, by semcore.resources: its memory model at this config and number of images
     (and the job's feature set and k, the labels' count where they matter)."""
     from semcore import resources
 
     def mem_mb(wildcards):
         n_classes = label_count() if rule_name in ("probe", "semantic_scores", "emergence_step") else 0
-        return resources.mem_mb(rule_name, config, images_in_run(), wildcards.get("features", "phi"), n_classes,
-                                int(wildcards.get("k", 0)))
+        return resources.mem_mb(
+            rule_name, config, images_in_run(), wildcards.get("features", "phi"), n_classes, int(wildcards.get("k", 0))
+        )
 
     return mem_mb
+
+
+# Used by rules/train.smk.
+
+
+def train_gpus():
+    """GPUs of the train job as the profile (or --set-resources) sets them; the rule's own: 1."""
+    resources = dict(workflow.resource_settings.overwrite_resources.get("train", {}))
+    gpu = resources.get("gpu", 1)
+    return int(getattr(gpu, "value", gpu))  # parsed from a profile: a Resource; set from Python: the number
+
+
+# Used by rules/phi.smk.
+
+
+# Seconds of GPU per forward pass of one 64×64 image through the paper's encoder and middle block, with a
+# ~3× margin (a 1,280-image shard at 20 σ × 20 draws, ~490k passes, is ~6–15 s of work): sizes φ's runtime.
+PHI_SECONDS_PER_FORWARD = 1e-4
+
+
+def shard_names():
+    """The shards `shard` wrote: known once that checkpoint has run."""
+    shard_dir = checkpoints.shard.get().output.shards
+    return sorted(p.stem for p in Path(shard_dir).glob("*.tar"))
+
+
+def phi_chunks():
+    """φ's jobs: consecutive shards of one split, phi.shards_per_job at a time, each named by its first and
+    last shard (train-000000-000007 holds train-000000.tar … train-000007.tar)."""
+    size = config["phi"]["shards_per_job"]
+    indices = {}
+    for name in shard_names():
+        split, index = name.rsplit("-", 1)
+        indices.setdefault(split, []).append(index)
+    return sorted(
+        f"{split}-{found[i]}-{found[min(i + size, len(found)) - 1]}"
+        for split, found in indices.items()
+        for i in range(0, len(found), size)
+    )
+
+
+def chunk_shards(wildcards):
+    split, first, last = wildcards.chunk.rsplit("-", 2)
+    return [f"{RESULTS}/shards/{split}-{i:06d}.tar" for i in range(int(first), int(last) + 1)]
+
+
+def phi_runtime(sigmas):
+    """Minutes for a φ job at these σ: its forward passes (images × draws, one draw at σ = 0) on a GPU,
+    scaled by image area; at least 10 (start-up, reading the shards)."""
+
+    def minutes(wildcards):
+        images = len(chunk_shards(wildcards)) * config["data"]["samples_per_shard"]
+        forwards = images * sum(1 if sigma == 0 else config["phi"]["n_noise"] for sigma in sigmas)
+        area = (config["data"]["size"] / 64) ** 2
+        return max(10, math.ceil(forwards * area * PHI_SECONDS_PER_FORWARD / 60))
+
+    return minutes
+
+
+def phi_files(wildcards):
+    return expand(f"{RESULTS}/phi/{{chunk}}.parquet", chunk=phi_chunks())
+
+
+def test_shards(wildcards):
+    return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=[s for s in shard_names() if s.startswith("test-")])
+
+
+# Used by rules/stats.smk.
+
+
+def stats_path(name):
+    return f"{RESULTS}/stats/{name}.parquet"
+
+
+def figure(name, category):
+    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category)
+
+
+# Used by rules/cluster.smk.
+
+
+def clustered_chunks():
+    """φ's jobs (phi.shards_per_job shards each) that start among the shards holding the first
+    cluster.max_images images (all shards when null): only those get φ of the snapshots."""
+    shards = shard_names()
+    if CLUSTER["max_images"]:
+        shards = shards[: math.ceil(CLUSTER["max_images"] / config["data"]["samples_per_shard"])]
+    first_shards = set(shards)
+    return shards, [chunk for chunk in phi_chunks() if chunk.rsplit("-", 1)[0] in first_shards]
+
+
+def clustered_phi_files(folder):
+    """The φ files in `folder` (phi, or a snapshot's under phi_snapshots) of the clustered images."""
+    return expand(f"{RESULTS}/{folder}/{{chunk}}.parquet", chunk=clustered_chunks()[1])
+
+
+def feature_files(wildcards):
+    """φ files of the trained or untrained network (training's step 0), or the shards themselves for
+    pixels, of the clustered images."""
+    kind, _ = parse_feature_set(wildcards.features)
+    if kind == "pixels":
+        return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=clustered_chunks()[0])
+    return clustered_phi_files("phi" if kind == "phi" else "phi_snapshots/step-000000")
+
+
+# Used by rules/emergence.smk.
+
+
+def snapshot_phi_files(step):
+    """φ files of the clustered images under the weights of training step `step`: the trained network's φ
+    at the last step, the snapshot's otherwise."""
+    return clustered_phi_files("phi" if step == final_step() else f"phi_snapshots/step-{step:06d}")
+
+
+def emergence_outputs(wildcards):
+    """The emergence table and figure; none with model.pretrained (no training to follow) or emergence.steps []."""
+    return rules.emergence.output if emergence_tables(wildcards) else []
+
+
+def emergence_tables(wildcards):
+    steps = semcore_config.emergence_steps(config, training_images())
+    return expand(f"{RESULTS}/emergence/step-{{step:06d}}.parquet", step=steps)
+
+
+# Used by rules/sample.smk.
+
+
+def sample_batches():
+    """Batch indices of the configured targets (a count of first test images, or a list of keys)."""
+    targets = SAMPLE["targets"]
+    n = targets if isinstance(targets, int) else len(targets)
+    return [f"{b:03d}" for b in range(-(-n // SAMPLE["targets_per_job"]))]
+
+
+def sample_tables(kind):
+    return expand(f"{RESULTS}/samples/{kind}/batch-{{batch}}.parquet", batch=sample_batches())
+
+
+def train_phi_files(wildcards):
+    return [path for path in phi_files(wildcards) if Path(path).name.startswith("train-")]
+
+
+def score_sigma():
+    """Guided and unconditional samples are scored at the guided sampler's final σ."""
+    if SAMPLE["algorithm"] == "fixed":
+        return SAMPLE["schedule"]["sigma_min"]
+    return SAMPLE["ascent"]["sigma_final"]
+
+
+# Used by rules/gist.smk.
+
+
+def gist_agreement(wildcards):
+    """The gist scores, where there is a gist to score: scene factors, or at least two labels (once `shard`
+    has run); a folder without class sub-folders has none."""
+    checkpoints.shard.get()
+    return rules.gist_scores.output.agreement if SOURCE == "synthetic" or label_count() >= 2 else []
+
+
+def gist_mem_mb(images):
+    """Torch and the network, and `images` uint8 images held with their decoding (a margin of 3×)."""
+    return 1500 + math.ceil(3 * images * config["data"]["size"] ** 2 * config["data"]["channels"] / 1e6)

@@ -8,6 +8,16 @@ checkpoint shard:
     output:
         shards=directory(f"{RESULTS}/shards"),
         manifest=f"{RESULTS}/manifest.parquet",
+    log:
+        f"{RESULTS}/logs/shard.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/shard.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         source=SOURCE,
         options=source_options(),
@@ -17,15 +27,5 @@ checkpoint shard:
         test_fraction=config["data"]["test_fraction"],
         samples_per_shard=config["data"]["samples_per_shard"],
         seed=config["data"]["seed"],
-    log:
-        f"{RESULTS}/logs/shard.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/shard.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/shard.py"

@@ -4,22 +4,6 @@
 # against the pixels' scores. Adding a step to emergence.steps runs only that step's jobs.
 
 
-def snapshot_phi_files(step):
-    """φ files of the clustered images under the weights of training step `step`: the trained network's φ
-    at the last step, the snapshot's otherwise."""
-    return clustered_phi_files("phi" if step == final_step() else f"phi_snapshots/step-{step:06d}")
-
-
-def emergence_outputs(wildcards):
-    """The emergence table and figure; none with model.pretrained (no training to follow) or emergence.steps []."""
-    return rules.emergence.output if emergence_tables(wildcards) else []
-
-
-def emergence_tables(wildcards):
-    steps = semcore_config.emergence_steps(config, training_images())
-    return expand(f"{RESULTS}/emergence/step-{{step:06d}}.parquet", step=steps)
-
-
 rule emergence_step:
     input:
         features=lambda wildcards: snapshot_phi_files(int(wildcards.step)),
@@ -29,8 +13,17 @@ rule emergence_step:
         code=script_code("emergence_step"),
     output:
         f"{RESULTS}/emergence/step-{{step}}.parquet",
-    wildcard_constraints:
-        step=r"\d+",
+    log:
+        f"{RESULTS}/logs/emergence/step-{{step}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/emergence/step-{{step}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=analysis_mem_mb("emergence_step"),
+        runtime=120,
+        gpu=1,
     params:
         step=lambda wildcards: int(wildcards.step),
         snapshot=lambda wildcards: semcore_config.snapshot_name(int(wildcards.step)),
@@ -44,17 +37,6 @@ rule emergence_step:
         eval_sigmas=config["train"]["eval_sigmas"],
         eval_images=config["train"]["eval_images"],
         device=config["device"],
-    log:
-        f"{RESULTS}/logs/emergence/step-{{step}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/emergence/step-{{step}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=analysis_mem_mb("emergence_step"),
-        runtime=120,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/emergence_step.py"
 
@@ -69,11 +51,11 @@ rule emergence:
         figure=figure("emergence", "Emergence"),
     log:
         f"{RESULTS}/logs/emergence.log",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/emergence.py"

@@ -15,15 +15,15 @@ rule findings:
         table=f"{RESULTS}/findings.parquet",
         markdown=f"{RESULTS}/findings.md",
         html=report(f"{RESULTS}/findings.html", caption="../report/findings.rst", category="Findings"),
-    params:
-        name=config["name"],
     log:
         f"{RESULTS}/logs/findings.log",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        name=config["name"],
     script:
         "../workflow_scripts/findings.py"

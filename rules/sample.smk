@@ -2,31 +2,6 @@
 # matches a conditioning image's, one job per batch of targets; unconditional samples of the same count,
 # scored against the same targets, are the baseline. Both read the training set's φ for nearest neighbours.
 
-SAMPLE = config["sample"]
-UNCONDITIONAL_START, UNCONDITIONAL_ASCENT = semcore_config.unconditional_sampler(SAMPLE)
-
-
-def sample_batches():
-    """Batch indices of the configured targets (a count of first test images, or a list of keys)."""
-    targets = SAMPLE["targets"]
-    n = targets if isinstance(targets, int) else len(targets)
-    return [f"{b:03d}" for b in range(-(-n // SAMPLE["targets_per_job"]))]
-
-
-def sample_tables(kind):
-    return expand(f"{RESULTS}/samples/{kind}/batch-{{batch}}.parquet", batch=sample_batches())
-
-
-def train_phi_files(wildcards):
-    return [path for path in phi_files(wildcards) if Path(path).name.startswith("train-")]
-
-
-def score_sigma():
-    """Guided and unconditional samples are scored at the guided sampler's final σ."""
-    if SAMPLE["algorithm"] == "fixed":
-        return SAMPLE["schedule"]["sigma_min"]
-    return SAMPLE["ascent"]["sigma_final"]
-
 
 rule sample:
     input:
@@ -37,8 +12,17 @@ rule sample:
         code=script_code("sample"),
     output:
         f"{RESULTS}/samples/guided/batch-{{batch}}.parquet",
-    wildcard_constraints:
-        batch=r"\d{3}",
+    log:
+        f"{RESULTS}/logs/sample/guided-{{batch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/guided-{{batch}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
     params:
         guided=True,
         algorithm=SAMPLE["algorithm"],
@@ -56,17 +40,6 @@ rule sample:
         phi_sigmas=config["phi"]["sigmas"],
         phi_n_noise=config["phi"]["n_noise"],
         device=config["device"],
-    log:
-        f"{RESULTS}/logs/sample/guided-{{batch}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/sample/guided-{{batch}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/sample.py"
 
@@ -74,6 +47,10 @@ rule sample:
 use rule sample as sample_unconditional with:
     output:
         f"{RESULTS}/samples/unconditional/batch-{{batch}}.parquet",
+    log:
+        f"{RESULTS}/logs/sample/unconditional-{{batch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/unconditional-{{batch}}.tsv"
     params:
         guided=False,
         algorithm="ascent",
@@ -81,10 +58,6 @@ use rule sample as sample_unconditional with:
         schedule=None,
         ascent=UNCONDITIONAL_ASCENT,
         matching=None,
-    log:
-        f"{RESULTS}/logs/sample/unconditional-{{batch}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/sample/unconditional-{{batch}}.tsv"
 
 
 rule sample_summary:
@@ -100,20 +73,20 @@ rule sample_summary:
             directory(f"{RESULTS}/figures/samples"),
             patterns=["{name}.png"],
             caption="../report/sample_grids.rst",
-            category="Self-guided sampling",
+            category="Sampling",
         ),
         figure=report(
             f"{RESULTS}/figures/sample_phi_error.png",
             caption="../report/sample_phi_error.rst",
-            category="Self-guided sampling",
+            category="Sampling",
         ),
     log:
         f"{RESULTS}/logs/sample_summary.log",
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/sample_summary.py"

@@ -2,14 +2,6 @@
 # subspaces, and (on sources with ground truth) which channels encode which generative factor.
 
 
-def stats_path(name):
-    return f"{RESULTS}/stats/{name}.parquet"
-
-
-def figure(name, category):
-    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category)
-
-
 rule sparsity:
     input:
         block_means=rules.block_means.output[0],
@@ -17,18 +9,18 @@ rule sparsity:
     output:
         table=stats_path("block_pr"),
         figure=figure("block_pr", "Sparsity"),
-    params:
-        sigma=config["stats"]["sigma"],
     log:
         f"{RESULTS}/logs/sparsity.log",
     benchmark:
         f"{RESULTS}/benchmarks/sparsity.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=analysis_mem_mb("sparsity"),
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        sigma=config["stats"]["sigma"],
     script:
         "../workflow_scripts/sparsity.py"
 
@@ -40,18 +32,18 @@ rule stability:
     output:
         table=stats_path("stability"),
         figure=figure("stability", "Stability"),
-    params:
-        sigma1=config["stats"]["stability_sigma"],
     log:
         f"{RESULTS}/logs/stability.log",
     benchmark:
         f"{RESULTS}/benchmarks/stability.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=analysis_mem_mb("stability"),
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        sigma1=config["stats"]["stability_sigma"],
     script:
         "../workflow_scripts/stability.py"
 
@@ -67,21 +59,21 @@ rule selectivity:
         summary=f"{RESULTS}/stats/channels.json",
         histogram=figure("channel_pr", "Selectivity"),
         montage=figure("channel_montage", "Selectivity"),
+    log:
+        f"{RESULTS}/logs/selectivity.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/selectivity.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=analysis_mem_mb("selectivity"),
+        runtime=60,
     params:
         sigma=config["stats"]["sigma"],
         active_fraction=config["stats"]["active_fraction"],
         montage_channels=config["stats"]["montage_channels"],
         montage_images=config["stats"]["montage_images"],
-    log:
-        f"{RESULTS}/logs/selectivity.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/selectivity.tsv"
-    threads: 1
-    resources:
-        mem_mb=analysis_mem_mb("selectivity"),
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/selectivity.py"
 
@@ -94,23 +86,23 @@ rule subspaces:
     output:
         groups=stats_path("subspace_groups"),
         pairs=stats_path("subspace_pairs"),
-        figure=figure("subspaces", "Union of subspaces"),
+        figure=figure("subspaces", "Subspaces"),
+    log:
+        f"{RESULTS}/logs/subspaces.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/subspaces.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=analysis_mem_mb("subspaces"),
+        runtime=60,
     params:
         sigma=config["stats"]["sigma"],
         active_fraction=config["stats"]["active_fraction"],
         min_group_size=config["stats"]["min_group_size"],
         energy=config["stats"]["energy"],
         seed=config["phi"]["seed"],
-    log:
-        f"{RESULTS}/logs/subspaces.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/subspaces.tsv"
-    threads: 1
-    resources:
-        mem_mb=analysis_mem_mb("subspaces"),
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/subspaces.py"
 
@@ -123,18 +115,18 @@ rule factors:
     output:
         table=stats_path("factor_mutual_information"),
         figure=figure("factors", "Selectivity"),
-    params:
-        sigma=config["stats"]["sigma"],
-        seed=config["phi"]["seed"],
     log:
         f"{RESULTS}/logs/factors.log",
     benchmark:
         f"{RESULTS}/benchmarks/factors.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=analysis_mem_mb("factors"),
         runtime=60,
-    conda:
-        "../envs/data.yaml"
+    params:
+        sigma=config["stats"]["sigma"],
+        seed=config["phi"]["seed"],
     script:
         "../workflow_scripts/factors.py"

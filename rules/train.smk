@@ -8,13 +8,6 @@
 # With model.pretrained, `train` imports that network instead (this package's format or the authors').
 
 
-def train_gpus():
-    """GPUs of the train job as the profile (or --set-resources) sets them; the rule's own: 1."""
-    resources = dict(workflow.resource_settings.overwrite_resources.get("train", {}))
-    gpu = resources.get("gpu", 1)
-    return int(getattr(gpu, "value", gpu))  # parsed from a profile: a Resource; set from Python: the number
-
-
 rule train:
     input:
         shards=rules.shard.output.shards,
@@ -29,6 +22,18 @@ rule train:
             caption="../report/training_curve.rst",
             category="Training",
         ),
+    log:
+        f"{RESULTS}/logs/train.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train.tsv"
+    priority: 50  # the critical path: before the jobs that do not need the network (pixels' k-means, …)
+    conda:
+        "../envs/torch.yaml"
+    threads: 8 * max(1, train_gpus())  # per process: itself and its loader's workers
+    resources:
+        mem_mb=4000 + 8000 * max(1, train_gpus()),  # per process: the model, its batches, its loader's workers
+        runtime=24 * 60,
+        gpu=1,
     params:
         model=semcore_config.architecture(config),
         pretrained=config["model"]["pretrained"],
@@ -36,18 +41,6 @@ rule train:
         in_channels=config["data"]["channels"],
         device=config["device"],
         precision=config["precision"],
-        run_dir=f"{RESULTS}/model",
-    log:
-        f"{RESULTS}/logs/train.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train.tsv"
-    priority: 50  # the critical path: before the jobs that do not need the network (pixels' k-means, …)
-    threads: 8 * max(1, train_gpus())  # per process: itself and its loader's workers
-    resources:
-        mem_mb=4000 + 8000 * max(1, train_gpus()),  # per process: the model, its batches, its loader's workers
-        runtime=24 * 60,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
+        run_dir=lambda wildcards, output: str(Path(output.model).parent),  # options, log.jsonl, checkpoint
     script:
         "../workflow_scripts/train.py"

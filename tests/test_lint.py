@@ -1,0 +1,19 @@
+"""The workflow passes Snakemake's linter and is formatted as snakefmt formats it (line length in pyproject)."""
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_snakemake_lint_finds_nothing():
+    result = subprocess.run([BIN / "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_snakefmt_would_change_nothing():
+    result = subprocess.run([BIN / "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
