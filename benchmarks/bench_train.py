@@ -22,7 +22,7 @@ from snakemake.utils import validate
 from torch.utils.flop_counter import FlopCounterMode
 
 from semcore import shards
-from semcore.config import model_config, train_config
+from semcore.config import SCHEMA, model_config, train_config
 from semcore.model import UNetFlex
 from semcore.sources import patches, synthetic
 from semcore.runtime import Precision, as_model_input
@@ -80,7 +80,7 @@ def main():
     args = parser.parse_args()
 
     config = yaml.safe_load(Path(args.config).read_text())
-    validate(config, REPO / "schemas" / "config.schema.yaml")  # fills the defaults
+    validate(config, SCHEMA)  # fills the defaults
     model_cfg, train_cfg = model_config(config), train_config(config)
     size, channels = config["data"]["size"], config["data"]["channels"]
     train_cfg.steps, train_cfg.log_every, train_cfg.eval_every = args.steps, 10, 10**9

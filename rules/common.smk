@@ -10,8 +10,8 @@ from semcore import config as semcore_config, schema
 from semcore.features import feature_set_names, parse as parse_feature_set
 from semcore.sources import input_files
 
-schema.validate(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # a short line per error
-validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
+schema.validate(config, semcore_config.SCHEMA)  # a short line per error
+validate(config, schema=str(semcore_config.SCHEMA))  # fills in the defaults
 semcore_config.check(config)
 
 # Workflow scripts import semcore from this checkout, also inside --software-deployment-method conda envs.

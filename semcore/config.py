@@ -1,38 +1,72 @@
-"""The workflow config (config.yaml, validated against schemas/config.schema.yaml) → typed settings.
+"""The workflow config (config.yaml, validated against SCHEMA, semcore/config.schema.yaml) → typed settings.
 
 The schema checks each key alone (semcore.schema lists every error, a line each); `check` adds the rules
 that tie keys together, and every error names the offending key. The settings of the model and of
 training live here as plain dataclasses (semcore.model and semcore.train import them): Snakemake plans
 the workflow without importing torch.
+
+The schema is the one source of every default: Snakemake fills a config's missing keys from it, and the
+settings dataclasses take their field defaults from it (`default`), so that UNetConfig() in Python is the
+workflow's default model.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import math
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import yaml
+
+SCHEMA = Path(__file__).with_name("config.schema.yaml")
+
+
+@functools.cache
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def schema_of(key: str) -> dict:
+    """The schema of a dotted config key: 'train.lr', 'sample.matching.tol'."""
+    node = load_schema()
+    for part in key.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def default(key: str):
+    """A dataclass field whose default is the schema's default of a config key ('train.lr')."""
+    value = schema_of(key)["default"]
+    if isinstance(value, (list, dict)):  # each instance gets its own copy, as dataclasses require
+        return field(default_factory=lambda: copy.deepcopy(value))
+    return field(default=value)
+
+
 NORMS = ("layer", "batch", "none")
 LOSS_WEIGHTINGS = ("none", "inv_sigma_squared")
-DEFAULT_STEPS, DEFAULT_HALVE_EVERY = 3000, 1000
+# The schema's fallbacks where a config gives neither the steps nor the epochs (not defaults: see there).
+DEFAULT_STEPS = schema_of("train.steps")["fallback"]
+DEFAULT_HALVE_EVERY = schema_of("train.lr_halve_every")["fallback"]
 MNIST5K_IMAGES, MNIST5K_SIDE = 5000, 28  # the digits of data.source mnist5k (sources.mnist5k)
 
 
 @dataclass
 class UNetConfig:
-    in_channels: int = 3
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # per level; last is the middle
-    enc_convs: int | list[int] = 2  # per encoder block, outermost first; an int for all blocks
-    mid_convs: int = 3
-    dec_convs: int | list[int] = 2  # likewise; D1's count includes the output conv
-    norm: str = "layer"  # layer: std over (C, H, W) per image; batch: std over (N, H, W) per channel; none
-    bias: bool = True  # convs' bias; without it a layer-normed net is blind to the input's scale
-    kernel_size: int = 3
+    in_channels: int = default("data.channels")
+    channels: list[int] = default("model.channels")  # per level; last is the middle
+    enc_convs: int | list[int] = default("model.enc_convs")  # per encoder block, outermost first; an int for all
+    mid_convs: int = default("model.mid_convs")
+    dec_convs: int | list[int] = default("model.dec_convs")  # likewise; D1's count includes the output conv
+    norm: str = default("model.norm")  # layer: std over (C, H, W) per image; batch: over (N, H, W) per channel
+    bias: bool = default("model.bias")  # convs' bias; without it a layer-normed net is blind to the input's scale
+    kernel_size: int = default("model.kernel_size")
     # Bias on the 2×2 transposed convs into D2…Dn (never into D1): the authors' models built
     # before their `upsample_with_bias` switch have it.
-    upsample_bias: bool = False
+    upsample_bias: bool = default("model.upsample_bias")
 
     def __post_init__(self):
         n = self.num_blocks
@@ -67,27 +101,28 @@ class UNetConfig:
 
 @dataclass
 class TrainConfig:
+    # = None: the keys without a schema default (a config Snakemake filled lacks them too)
     steps: int | None = None  # training length in optimiser steps, or
     epochs: float | None = None  # in passes over the training images; neither: DEFAULT_STEPS
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = default("train.batch_size")
+    lr: float = default("train.lr")
     lr_halve_every: int | None = None  # steps between halvings of the learning rate, or
     lr_halve_every_epochs: float | None = None  # epochs between them; neither: DEFAULT_HALVE_EVERY steps
-    sigma_min: float = 0.0  # noise levels, pixels in [0, 1]
-    sigma_max: float = 0.5
-    sigma_distribution: str = "quadratic"  # quadratic: √σ uniform (more small σ); uniform
-    loss_weighting: str = "none"  # none: Σ(x̂ − x)² per image; inv_sigma_squared: Σ((x̂ − x)/σ)²
-    log_every: int = 25
-    eval_every: int = 500
-    eval_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
-    eval_images: int = 256
-    checkpoint_every: int = 250
-    snapshot_every: int | None = None  # weights kept at step 0, every this many steps and the last; None: 0 and last
-    shuffle_buffer: int = 2000
-    seed: int = 0
-    device: str = "auto"  # auto: CUDA when available, else CPU
+    sigma_min: float = default("train.sigma_min")  # noise levels, pixels in [0, 1]
+    sigma_max: float = default("train.sigma_max")
+    sigma_distribution: str = default("train.sigma_distribution")  # quadratic: √σ uniform (more small σ); uniform
+    loss_weighting: str = default("train.loss_weighting")  # none: Σ(x̂ − x)² per image; inv_sigma_squared: ÷σ²
+    log_every: int = default("train.log_every")
+    eval_every: int = default("train.eval_every")
+    eval_sigmas: list[float] = default("train.eval_sigmas")
+    eval_images: int = default("train.eval_images")
+    checkpoint_every: int = default("train.checkpoint_every")
+    snapshot_every: int | None = default("train.snapshot_every")  # weights kept at 0, every this many steps, the last
+    shuffle_buffer: int = default("train.shuffle_buffer")
+    seed: int = default("train.seed")
+    device: str = default("device")  # auto: CUDA when available, else CPU
     processes: int | None = None  # DDP processes on this node; None: one per GPU of the job on CUDA, else 1
-    loader_workers: int | None = None  # processes decoding batches, per DDP process; None: see train.loader_workers
+    loader_workers: int | None = default("train.loader_workers")  # per DDP process; None: see train.loader_workers
 
     def __post_init__(self):
         for steps, epochs in (("steps", "epochs"), ("lr_halve_every", "lr_halve_every_epochs")):

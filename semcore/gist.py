@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from semcore import figures, scenes  # noqa: E402
+from semcore.config import default  # noqa: E402
 from semcore.files import save_torch  # noqa: E402
 from semcore.shards import factor_table, read_batches, shard_paths  # noqa: E402
 
@@ -37,12 +38,12 @@ PREDICT_BATCH = 512
 
 @dataclass
 class GistConfig:
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 6e-3  # AdamW's peak learning rate on a one-cycle schedule
-    hue_bins: int = 6
-    seed: int = 0
-    width: int = 16  # channels of the first conv, doubled at each next one; the features are 16 × width wide
+    epochs: int = default("gist.epochs")
+    batch_size: int = default("gist.batch_size")
+    lr: float = default("gist.lr")  # AdamW's peak learning rate on a one-cycle schedule
+    hue_bins: int = default("gist.hue_bins")
+    seed: int = default("gist.seed")
+    width: int = default("gist.width")  # channels of the first conv, doubled at each next one; features: 16 × width
 
 
 def gist_targets(manifest: pd.DataFrame, hue_bins: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:

@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from semcore.config import check, emergence_steps, final_step, source_images
+from semcore.config import SCHEMA, check, emergence_steps, final_step, source_images
 from semcore.schema import validate as semcore_validate
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Bytes a 64×64 RGB PNG of a natural image takes, as a fraction of its raw pixels (downsampled ImageNet
 # compresses little), plus the tar header and the json of each member.
@@ -32,9 +30,8 @@ def validated_config(path: str) -> dict:
     from snakemake.utils import validate
 
     config = yaml.safe_load(Path(path).read_text())
-    schema = str(REPO / "schemas" / "config.schema.yaml")
-    semcore_validate(config, schema)  # a short line per error
-    validate(config, schema)  # fills in the defaults
+    semcore_validate(config, SCHEMA)  # a short line per error
+    validate(config, str(SCHEMA))  # fills in the defaults
     check(config)
     return config
 

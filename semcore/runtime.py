@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from semcore.config import default
+
 log = logging.getLogger(__name__)
 
 # glibc mallopt parameters (malloc.h)
@@ -48,10 +50,10 @@ class Precision:
     fastest conv algorithm per shape (nondeterministic choice); deterministic: only deterministic GPU kernels
     (torch.use_deterministic_algorithms, cuDNN's deterministic convs, cuBLAS's fixed workspace; it turns
     cudnn_benchmark off): the same run twice on the same GPU gives the same bits, somewhat slower."""
-    autocast: str = "none"  # none | bf16
-    tf32: bool = True
-    cudnn_benchmark: bool = True
-    deterministic: bool = False
+    autocast: str = default("precision.autocast")  # none | bf16
+    tf32: bool = default("precision.tf32")
+    cudnn_benchmark: bool = default("precision.cudnn_benchmark")
+    deterministic: bool = default("precision.deterministic")
 
     def __post_init__(self):
         if self.autocast not in ("none", "bf16"):

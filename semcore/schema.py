@@ -1,4 +1,4 @@
-"""The config against schemas/config.schema.yaml, every error on a line of its own.
+"""The config against its schema (semcore/config.schema.yaml), every error on a line of its own.
 
 Snakemake's `validate` prints the whole schema with each error, and stops at the first; `validate` here
 names the key, what it allows and the value given, for every error at once. Only planning (rules/common.smk)

@@ -35,7 +35,7 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 # What the workflow is made of: a copy of these is a whole workflow.
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "semcore", "schemas", "envs", "profiles",
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "semcore", "envs", "profiles",
                   "report"]
 
 

@@ -1,13 +1,17 @@
+import dataclasses
+
 import pytest
 import yaml
 from snakemake.utils import validate as fill_defaults
 
-from semcore.config import ConfigError, check, emergence_steps, final_step, model_config
+from semcore.config import (SCHEMA, ConfigError, TrainConfig, UNetConfig, check, emergence_steps, final_step,
+                            model_config, schema_of, train_config)
+from semcore.gist import GistConfig
+from semcore.runtime import Precision
+from semcore.sample import Matching, Target
 from semcore.schema import validate
 
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
-
-SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
 
 def validated(config: dict) -> dict:
@@ -42,6 +46,29 @@ def test_shipped_configs_are_valid(path):
 
 def test_the_tiny_test_config_is_valid():
     check(validated(TINY_CONFIG))
+
+
+# Every settings dataclass whose fields are config keys: its section, and its fields the config names otherwise.
+SETTINGS = [(UNetConfig, "model", {"in_channels": "data.channels"}), (TrainConfig, "train", {"device": "device"}),
+            (Precision, "precision", {}), (GistConfig, "gist", {}), (Matching, "sample.matching", {}),
+            (Target, "sample", {})]
+
+
+@pytest.mark.parametrize("settings, section, renamed", SETTINGS, ids=[s[0].__name__ for s in SETTINGS])
+def test_the_dataclass_defaults_are_the_schemas(settings, section, renamed):
+    """One source of defaults: a field that is a config key defaults to the schema's default, or to None
+    where the schema has none (a key a filled config lacks)."""
+    keys = {name: f"{section}.{name}" for name in schema_of(section)["properties"]} | renamed
+    fields = [field for field in dataclasses.fields(settings) if field.name in keys]
+    assert fields
+    for field in fields:
+        value = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        assert value == schema_of(keys[field.name]).get("default"), f"{settings.__name__}.{field.name}"
+
+
+def test_the_python_defaults_are_the_workflows():
+    config = validated({"name": "defaults", "data": {"source": "synthetic"}})
+    assert model_config(config) == UNetConfig() and train_config(config) == TrainConfig()
 
 
 def test_the_paper_configuration_builds_the_authors_model():

@@ -15,6 +15,7 @@ from PIL import Image
 from snakemake.utils import validate
 
 from semcore import cluster, phi, resources, scores
+from semcore.config import SCHEMA
 
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
 
@@ -82,7 +83,7 @@ def large_config(folder) -> dict:
 
 def validated(config: dict) -> dict:
     config = yaml.safe_load(yaml.safe_dump(config))
-    validate(config, str(REPO / "schemas" / "config.schema.yaml"))  # fills in the defaults, as the workflow does
+    validate(config, str(SCHEMA))  # fills in the defaults, as the workflow does
     return config
 
 

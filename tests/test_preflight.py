@@ -3,6 +3,7 @@ import yaml
 from snakemake.utils import validate
 
 from semcore import preflight
+from semcore.config import SCHEMA
 
 from conftest import REPO, TINY_CONFIG
 
@@ -25,7 +26,7 @@ def test_a_bad_config_fails_first(tmp_path, monkeypatch, capsys):
 
 def test_the_imagenet_outputs_are_estimated_from_the_config():
     config = yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text())
-    validate(config, str(REPO / "schemas" / "config.schema.yaml"))  # the defaults filled in
+    validate(config, str(SCHEMA))  # the defaults filled in
     need = preflight.output_bytes(config, 1_281_167)
     assert need["phi"] == 1_281_167 * 20 * 512 * 4  # float32 φ at each of the paper's 20 σ: 52 GB
     # cluster.max_images at the one clustered σ, for the snapshots every 100 epochs but the last (φ's own)

@@ -16,7 +16,7 @@ from semcore import scenes, shards
 from semcore import train as train_module
 from semcore.model import UNetConfig, UNetFlex, initial_model
 from semcore.sources import synthetic
-from semcore.config import snapshot_name, train_config
+from semcore.config import SCHEMA, snapshot_name, train_config
 from semcore.runtime import Precision
 from semcore.train import TrainConfig, denoising_loss, launch, learning_rate, sample_sigmas, train, weights_digest
 
@@ -210,7 +210,7 @@ def test_epochs_convert_to_steps_with_the_number_of_training_images():
 def test_the_imagenet64_config_is_the_papers_recipe():
     """Prints the σ quantiles and the lr at each 100-epoch mark (pytest -s shows them)."""
     config = yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text())
-    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    validate(config, str(SCHEMA))
     train_images = round(1_281_167 * (1 - config["data"]["test_fraction"]))  # ImageNet64's train set, less the test split
     recipe = train_config(config).in_steps(train_images)
     assert (recipe.batch_size, recipe.lr, recipe.loss_weighting, recipe.sigma_distribution) == (512, 1e-3, "none", "quadratic")
