@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from semcore import sample, shards
+from semcore import figures, sample, shards, tables
 from semcore.config import UNetConfig, TrainConfig
 from semcore.model import UNetFlex
 from semcore.train import psnr_table, train
@@ -57,7 +57,7 @@ def run(name: str, v: dict, shard_dir: str, out: Path) -> dict:
     model = UNetFlex.from_pretrained(run_dir / "model.pt").eval()
     test = shards.first_images(shard_dir, "test", 256).float() / 255
     psnr = {row["sigma"]: row["psnr_denoised"] for row in psnr_table(model, test, [0.1, 0.3, 0.6], 0)}
-    start = sample.start_image(shards.shard_paths(shard_dir, "train"), "mean_colour")
+    start = shards.start_image(shards.shard_paths(shard_dir, "train"), "mean_colour")
     rows, steps = [], {}
     started = time.perf_counter()
     for h0, beta, schedule in [(v["h0"], v["beta"], v["h_schedule"]), *SAMPLERS]:  # the variant's, then the sweep
@@ -65,9 +65,9 @@ def run(name: str, v: dict, shard_dir: str, out: Path) -> dict:
                               h0=h0, beta=beta, h_schedule=schedule, max_steps=3000,
                               generator=torch.Generator().manual_seed(0))
         steps[f"h0={h0} β={beta}{' growing' if schedule else ''}"] = int(drawn.steps.max())
-        rows.append(list(sample.as_uint8(drawn.images)))
+        rows.append(list(tables.as_uint8(drawn.images)))
     sample_s = time.perf_counter() - started
-    Image.fromarray(sample.grid(rows, scale=max(1, 96 // images_side(rows)))).save(out / f"{name}.png")
+    Image.fromarray(figures.grid(rows, scale=max(1, 96 // images_side(rows)))).save(out / f"{name}.png")
     return dict(variant=name, params=sum(p.numel() for p in model.parameters()), train_s=round(train_s),
                 **{f"psnr@{s}": round(p, 2) for s, p in psnr.items()}, sampler_steps=steps,
                 sample_s=round(sample_s, 1))

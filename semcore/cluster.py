@@ -14,7 +14,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm import tqdm
+
+from semcore.progress import progress
 
 # Elements of one chunk of the n × k distance matrix (128 MB of float32).
 CHUNK_ELEMENTS = 1 << 25
@@ -93,9 +97,10 @@ def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def lloyd(x: torch.Tensor, centers: torch.Tensor, x_norms: torch.Tensor, max_iter: int,
-          threshold: float) -> tuple[torch.Tensor, int]:
+          threshold: float, bar: tqdm | None = None) -> tuple[torch.Tensor, int]:
     """Lloyd's iterations from the given centers until they move less than threshold (squared, summed).
-    A cluster left empty takes the point farthest from its center, so there are always k clusters."""
+    A cluster left empty takes the point farthest from its center, so there are always k clusters. Each
+    iteration advances `bar`, if given."""
     k = len(centers)
     for n_iter in range(1, max_iter + 1):
         labels, d2 = nearest_centers(x, centers, x_norms)
@@ -106,6 +111,8 @@ def lloyd(x: torch.Tensor, centers: torch.Tensor, x_norms: torch.Tensor, max_ite
             updated[empty] = x[d2.topk(len(empty)).indices]
         shift = ((updated - centers) ** 2).sum().item()
         centers = updated
+        if bar is not None:
+            bar.update()
         if shift <= threshold:
             break
     return centers, n_iter
@@ -131,16 +138,31 @@ def kmeans(data: np.ndarray | torch.Tensor, k: int, *, n_init: int = 1, max_iter
         sample, sample_norms = x[rows], x_norms[rows]
 
     best, best_inertia = None, float("inf")
-    for _ in range(n_init):
-        centers, n_iter = lloyd(sample, kmeans_plusplus(sample, k, generator, sample_norms), sample_norms, max_iter, threshold)
-        inertia = nearest_centers(sample, centers, sample_norms)[1].double().sum().item()
-        if inertia < best_inertia:
-            best, best_inertia = (centers, n_iter), inertia
-    centers, n_iter = best
-    if sample is not x:
-        centers, n_iter = lloyd(x, centers, x_norms, max_iter, threshold)
+    # Progress in Lloyd iterations, with no total: each run stops when its centers settle.
+    with progress(desc=f"k-means k={k}", unit="iterations") as bar:
+        for restart in range(1, n_init + 1):
+            bar.set_postfix_str(f"restart {restart}/{n_init} on {len(sample)} points, best inertia {best_inertia:.6g}",
+                                refresh=False)
+            centers, n_iter = lloyd(sample, kmeans_plusplus(sample, k, generator, sample_norms), sample_norms,
+                                    max_iter, threshold, bar)
+            inertia = nearest_centers(sample, centers, sample_norms)[1].double().sum().item()
+            if inertia < best_inertia:
+                best, best_inertia = (centers, n_iter), inertia
+        centers, n_iter = best
+        if sample is not x:
+            bar.set_postfix_str(f"refining the best of {n_init} on all {len(x)} points", refresh=False)
+            centers, n_iter = lloyd(x, centers, x_norms, max_iter, threshold, bar)
     labels, d2 = nearest_centers(x, centers, x_norms)
     return KMeansResult(centers.cpu().numpy(), labels.cpu().numpy(), d2.sqrt().cpu().numpy(), d2.double().sum().item(), n_iter)
+
+
+def read_centroids(path: str, clusters: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """Cluster centroids (a Parquet with columns cluster, centroid, as the kmeans rule writes them), e.g. as
+    sampling targets: (cluster ids, [k, C] float32), of the given clusters in their order, or all."""
+    table = pd.read_parquet(path)
+    if clusters is not None:
+        table = table.set_index("cluster").loc[clusters].reset_index()
+    return table.cluster.to_numpy(), torch.from_numpy(np.stack(table.centroid).astype(np.float32))
 
 
 def nearest_neighbours(queries: np.ndarray, data: np.ndarray, n_neighbours: int, exclude_self: np.ndarray | None = None,

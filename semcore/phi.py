@@ -25,6 +25,7 @@ import torch
 
 from semcore import shards
 from semcore.model import UNetFlex
+from semcore.progress import progress
 from semcore.runtime import Precision, as_model_input
 from semcore.tables import ParquetSink, vectors
 
@@ -95,6 +96,13 @@ def phi_batches(model: UNetFlex, batches: Iterator[tuple[list[dict], torch.Tenso
             yield dict(metas=metas, sigma=sigma, means={k: v.float().cpu() for k, v in means.items()})
 
 
+def _counted(batches: Iterator[tuple[list[dict], torch.Tensor]], bar) -> Iterator[tuple[list[dict], torch.Tensor]]:
+    """The batches, each counted on the progress bar once it is done with (all its σ computed)."""
+    for metas, images in batches:
+        yield metas, images
+        bar.update(len(metas))
+
+
 def _columns(metas: list[dict], sigma: float) -> dict:
     return dict(key=[m["key"] for m in metas], split=[m["split"] for m in metas],
                 label=pa.array([m["label"] for m in metas], pa.int32()), sigma=pa.array([sigma] * len(metas), pa.float64()))
@@ -131,10 +139,11 @@ def write_phi(model: UNetFlex, shard_paths: list[str], path, *, sigmas: list[flo
         spills = {sigma: f"{spill_dir}/{i}.arrow" for i, sigma in enumerate(order)}
         with contextlib.ExitStack() as stack:
             writers = {sigma: stack.enter_context(pa.ipc.new_stream(spill, schema)) for sigma, spill in spills.items()}
+            bar = stack.enter_context(progress(total=shards.count_images(shard_paths), desc="φ", unit="img"))
             for shard in shard_paths:
                 # one generator per shard: an image's φ does not depend on which shards share its job
                 generator = seeded_generator(seed, Path(shard).stem, device)
-                batches = shards.read_batches([shard], batch_images)
+                batches = _counted(shards.read_batches([shard], batch_images), bar)
                 for record in phi_batches(model, batches, order, n_noise, generator, device, precision=precision,
                                           model_label=_describe_model(metadata)):
                     columns = _columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}
@@ -151,8 +160,9 @@ def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_
                       precision: Precision = Precision()) -> None:
     """Noise-averaged means of every block (one row per image, σ and block), to one Parquet file."""
     schema = block_means_schema(metadata | {"n_noise": n_noise} | precision.describe(device))
-    with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
-        for record in phi_batches(model, batches, sigmas, n_noise, generator, device, all_blocks=True,
+    with (ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink,
+          progress(desc="block means", unit="img") as bar):
+        for record in phi_batches(model, _counted(batches, bar), sigmas, n_noise, generator, device, all_blocks=True,
                                   precision=precision, model_label=_describe_model(metadata)):
             for block, means in record["means"].items():
                 columns = _columns(record["metas"], record["sigma"])

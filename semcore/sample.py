@@ -24,7 +24,6 @@ the same calls alone.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections import Counter
@@ -32,15 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
-from PIL import Image
 
-from semcore.config import step_size
+from semcore.config import default, designed_steps, step_size
 from semcore.model import UNetFlex
 from semcore.phi import noise_averaged_means, read_phi
-from semcore.shards import images_by_key, png_bytes, read_batches, shard_paths
-from semcore.tables import vectors
+from semcore.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +48,6 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 # on one fixed ladder, ceil((4/3)^k) (…, 10, 14, 18, 24, 32, 43, …), that holds its running rows, padded
 # with finished ones: a run meets few distinct shapes and computes at most ~a third more rows than needed.
 SHRINK = 0.75
-
-GREY = 0.45  # the authors' flat grey start of unconditional samples
 
 
 def _shrunk(running: torch.Tensor) -> torch.Tensor | None:
@@ -71,9 +65,9 @@ def _shrunk(running: torch.Tensor) -> torch.Tensor | None:
 @dataclass
 class Matching:
     """The matching step's settings: Adam learning rate (pixels in [0, 1]), relative tolerance, cap."""
-    lr: float = 0.01
-    tol: float = 0.01
-    max_iter: int = 100
+    lr: float = default("sample.matching.lr")
+    tol: float = default("sample.matching.tol")
+    max_iter: int = default("sample.matching.max_iter")
 
 
 @dataclass
@@ -82,8 +76,8 @@ class Target:
     vectors (e.g. cluster centroids, the same at every σ); optionally only its `top_k` largest channels."""
     images: torch.Tensor | None = None  # [T, C, H, W] in [0, 1]
     vectors: torch.Tensor | None = None  # [T, channels]
-    n_noise: int = 10
-    top_k: int | None = None
+    n_noise: int = default("sample.n_noise")
+    top_k: int | None = default("sample.top_k")
 
     def __post_init__(self):
         if (self.images is None) == (self.vectors is None):
@@ -113,14 +107,6 @@ def top_k_mask(phi: torch.Tensor, k: int | None) -> torch.Tensor:
         return phi
     top = phi.topk(k, dim=1)
     return torch.zeros_like(phi).scatter_(1, top.indices, top.values)
-
-
-def read_centroids(path: str, clusters: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
-    """Cluster centroids (a Parquet with columns cluster, centroid) as target vectors: (ids, [k, C])."""
-    table = pd.read_parquet(path)
-    if clusters is not None:
-        table = table.set_index("cluster").loc[clusters].reset_index()
-    return table.cluster.to_numpy(), torch.from_numpy(np.stack(table.centroid).astype(np.float32))
 
 
 def relative_error(phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -210,7 +196,7 @@ def fixed_schedule(model: UNetFlex, target: Target, rows: torch.Tensor, start: t
     x = start.expand(len(rows), *start.shape).contiguous(memory_format=torch.channels_last)
     errors, matching_steps = [], torch.zeros(len(rows), dtype=torch.long, device=x.device)
     failed_step = torch.zeros(len(rows), dtype=torch.long, device=x.device)
-    for k, sigma in enumerate(sigmas, 1):
+    for k, sigma in enumerate(progress(sigmas, desc="sampling on a fixed schedule", unit="steps"), 1):
         goal = target.phi(model, rows, torch.full((len(rows),), sigma, device=x.device), generator, calls)
         y = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
         y, error, steps = match_phi(model, y, goal, matching, calls)
@@ -258,6 +244,9 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
     steps = torch.zeros(len(rows), dtype=torch.long, device=y.device)
     failed_step = torch.zeros(len(rows), dtype=torch.long, device=y.device)
     failed_sigma = torch.full((len(rows),), float("nan"), device=y.device)
+    designed = designed_steps(dict(sigma_0=sigma_0, sigma_final=sigma_final, h0=h0, beta=beta, h_schedule=h_schedule))
+    kind = "unconditional" if target is None else "self-guided"
+    bar = progress(total=min(designed, max_steps), desc=f"{kind} ascent", unit="steps")
     for t in range(1, max_steps + 1):
         y_t, now = y[batch], batch[running]
         error = torch.full((len(rows),), float("nan"), device=y.device)
@@ -286,12 +275,16 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
         z = torch.randn(y_t.shape, generator=generator, device=y.device)
         y[batch] = y_t - h * f + gamma.view(-1, 1, 1, 1) * z
         expected_sigma[batch] = (1 - beta * h) * sigma
+        bar.update()
+        if t == bar.total < max_steps:  # rows behind the design go on, up to the cap
+            bar.total = max_steps
         running = running & (sigma >= sigma_final)
         if not running.any():
             break
         keep = _shrunk(running)
         if keep is not None:
             batch, running = batch[keep], running[keep]
+    bar.close()
     capped = torch.zeros(len(rows), dtype=torch.bool, device=y.device)
     capped[batch[running]] = True
     if capped.any():
@@ -302,20 +295,6 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
                    sigma=torch.stack(sigmas, dim=1).cpu().double().numpy(),
                    phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), reached=~capped & (failed_step == 0),
                    failed_step=failed_step, failed_sigma=failed_sigma, calls=calls)
-
-
-def start_image(paths: list[str], kind: str, limit: int = 10_000) -> torch.Tensor:
-    """The samplers' starting image [C, H, W] in [0, 1] from the first `limit` images of the shards (a mean
-    converges long before a large data set is read whole): `mean_image`, their pixel-wise mean;
-    `mean_colour`, a flat image of their per-channel mean colour (the authors'); `grey`, flat GREY."""
-    total, count = None, 0
-    for _, images in read_batches(paths, 512, limit=1 if kind == "grey" else limit):  # grey: the shape only
-        batch = images.double().sum(dim=0)
-        total, count = (batch if total is None else total + batch), count + len(images)
-    mean = (total / count / 255).float()
-    if kind == "mean_colour":
-        return mean.mean(dim=(1, 2), keepdim=True).expand_as(mean).clone()
-    return torch.full_like(mean, GREY) if kind == "grey" else mean
 
 
 def pairwise_rmse(images: torch.Tensor) -> torch.Tensor:
@@ -384,53 +363,6 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return pd.Series(groups).groupby(groups).cumcount().to_numpy()
 
 
-def as_uint8(images: torch.Tensor) -> np.ndarray:
-    """[R, C, H, W] in [0, 1] → [R, H, W, C] uint8."""
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def to_arrow(table: pd.DataFrame, images: np.ndarray) -> pa.Table:
-    """The score table with φ as fixed_size_list<float32> and each sample as PNG bytes."""
-    columns = table.drop(columns=["phi"])
-    arrow = pa.Table.from_pandas(columns, preserve_index=False)
-    arrow = arrow.append_column("phi", vectors(np.stack(table.phi)))
-    return arrow.append_column("png", pa.array([png_bytes(image) for image in images], pa.binary()))
-
-
-def grid(rows: list[list[np.ndarray | None]], scale: int = 1, gap: int = 2) -> np.ndarray:
-    """Images (H×W×C uint8, or None for an empty cell) laid out row by row on a white canvas, each
-    enlarged `scale`× (nearest neighbour, so pixels stay visible)."""
-    first = next(image for row in rows for image in row if image is not None)
-    h, w, c = first.shape
-    cell_h, cell_w = h * scale + gap, w * scale + gap
-    canvas = np.full((len(rows) * cell_h + gap, max(map(len, rows)) * cell_w + gap, c), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            if image is not None:
-                big = image.repeat(scale, axis=0).repeat(scale, axis=1)
-                canvas[gap + i * cell_h:gap + i * cell_h + h * scale, gap + j * cell_w:gap + j * cell_w + w * scale] = big
-    return canvas
-
-
-def conditioners(shard_dir: str, manifest: pd.DataFrame, targets: int | list[str], batch: int,
-                 per_batch: int) -> tuple[list[str], torch.Tensor]:
-    """Batch `batch` of the configured targets (the first N test images, or a list of keys): (keys,
-    uint8 images [T, C, H, W])."""
-    first, last = batch * per_batch, (batch + 1) * per_batch
-    if isinstance(targets, int):
-        wanted = min(last, targets)
-        metas, images = next(read_batches(shard_paths(shard_dir, "test"), wanted, limit=wanted))
-        if len(metas) < wanted:
-            raise ValueError(f"sample.targets: {targets} test images asked for, the test split has {len(metas)}")
-        return [m["key"] for m in metas[first:]], images[first:]
-    keys = targets[first:last]
-    found = images_by_key(shard_dir, manifest, keys)
-    missing = [k for k in keys if k not in found]
-    if missing:
-        raise KeyError(f"sample.targets: keys not in the shards: {missing}")
-    return keys, torch.from_numpy(np.stack([found[k] for k in keys])).permute(0, 3, 1, 2)
-
-
 def draw(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tensor, *, guided: bool, algorithm: str,
          schedule: dict | None, ascent_options: dict, matching: dict | None, generator: torch.Generator) -> Samples:
     """The configured sampler: unconditional ascent, or self-guided on the fixed schedule or adaptive."""
@@ -440,9 +372,3 @@ def draw(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tenso
         sigmas = np.linspace(schedule["sigma_max"], schedule["sigma_min"], schedule["steps"]).tolist()
         return fixed_schedule(model, target, rows, start, sigmas, Matching(**matching), generator)
     return ascent(model, rows, start, **ascent_options, generator=generator, target=target, matching=Matching(**matching))
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """A sample's PNG bytes → H×W×C uint8."""
-    image = np.asarray(Image.open(io.BytesIO(data)))
-    return image[..., None] if image.ndim == 2 else image

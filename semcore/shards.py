@@ -1,4 +1,5 @@
-"""WebDataset shards: writing them reproducibly with a manifest, and streaming them back as batches.
+"""WebDataset shards: writing them reproducibly with a manifest, and streaming them back as batches or as
+the images a job needs (by key, the sampling targets, the samplers' start image).
 
 A sample is `<key>.png` (the conformed image) + `<key>.json` (label, label_name, source, origin, split,
 factors). Shards are `{split}-{i:06d}.tar`, written under a temporary name and renamed when complete,
@@ -23,9 +24,9 @@ import pandas as pd
 import torch
 import webdataset as wds
 from PIL import Image
-from tqdm import tqdm
 
 from semcore.files import atomic
+from semcore.progress import progress
 from semcore.sources import Item, UnusableImage, conform
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ SPLITS = ("train", "test")
 PREFETCH_BATCHES = 4  # per loader worker: a few batches in hand cover uneven decoding times
 INDEX = "index.json"
 RERUN = "rerun it with `snakemake --forcerun shard`"
+GREY = 0.45  # the authors' flat grey start of unconditional samples
 MANIFEST_COLUMNS = ["key", "origin", "label", "label_name", "source", "split", "shard", "status", "reason", "factors",
                     "transforms", "duplicate_of"]
 
@@ -79,9 +81,17 @@ class _ShardSequence:
 
 
 def png_bytes(pixels) -> bytes:
+    """H×W×C uint8 → PNG bytes (grey for one channel)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes → H×W×C uint8 (a grey image keeps a channel axis). Only the PNG decoder is tried: bytes
+    of another format are refused, never decoded."""
+    image = np.asarray(Image.open(io.BytesIO(data), formats=["PNG"]))
+    return image[..., None] if image.ndim == 2 else image
 
 
 def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, size: int, channels: int,
@@ -92,7 +102,7 @@ def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, siz
     out_dir.mkdir(parents=True, exist_ok=True)
     sequences = {split: _ShardSequence(out_dir, split, samples_per_shard) for split in SPLITS}
     rows = []
-    for item in tqdm(items, desc="shard", unit="img", mininterval=10):
+    for item in progress(items, desc="shard", unit="img"):
         split = split_of(item.key, seed, test_fraction)
         row = dict(key=item.key, origin=item.origin, label=item.label, label_name=item.label_name,
                    source=source, split=split, shard=None, status="skipped", reason=item.error,
@@ -229,15 +239,12 @@ def _member(sample: dict, extension: str) -> Iterator[None]:
 
 def decode_batch(samples: list[dict]) -> torch.Tensor:
     """The PNGs of a batch of samples → uint8 [B, C, H, W] (a channels-last view), in one pass."""
-    pixels = np.stack([_pixels(sample) for sample in samples])
-    if pixels.ndim == 3:  # grayscale
-        pixels = pixels[..., None]
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    return torch.from_numpy(np.stack([_pixels(sample) for sample in samples])).permute(0, 3, 1, 2)
 
 
 def _pixels(sample: dict) -> np.ndarray:
     with _member(sample, "png"):
-        return np.asarray(Image.open(io.BytesIO(sample["png"]), formats=["PNG"]))
+        return decode_png(sample["png"])
 
 
 class BatchStream(torch.utils.data.IterableDataset):
@@ -317,6 +324,12 @@ def first_images(shard_dir: str | Path, split: str, n: int) -> torch.Tensor:
     return next(read_batches(shard_paths(shard_dir, split), n, limit=n))[1]
 
 
+def count_images(paths: list[str]) -> int:
+    """The images in these shards, as their folders' shard indexes record them."""
+    indexes = {folder: read_index(folder) for folder in {Path(path).parent for path in paths}}
+    return sum(indexes[Path(path).parent][Path(path).name]["samples"] for path in paths)
+
+
 def images_by_key(shard_dir: str | Path, manifest: pd.DataFrame, keys: list[str]) -> dict[str, np.ndarray]:
     """The uint8 H×W×C images of the given keys, reading only the shards that hold them."""
     wanted = set(keys)
@@ -327,6 +340,39 @@ def images_by_key(shard_dir: str | Path, manifest: pd.DataFrame, keys: list[str]
             if meta["key"] in wanted:
                 found[meta["key"]] = image.permute(1, 2, 0).numpy()
     return found
+
+
+def target_images(shard_dir: str | Path, manifest: pd.DataFrame, targets: int | list[str], batch: int,
+                  per_batch: int) -> tuple[list[str], torch.Tensor]:
+    """The conditioning images of batch `batch` of the sampling targets (the first N test images, or a list
+    of keys), `per_batch` to a batch: (keys, uint8 images [T, C, H, W])."""
+    first, last = batch * per_batch, (batch + 1) * per_batch
+    if isinstance(targets, int):
+        wanted = min(last, targets)
+        metas, images = next(read_batches(shard_paths(shard_dir, "test"), wanted, limit=wanted))
+        if len(metas) < wanted:
+            raise ValueError(f"sample.targets: {targets} test images asked for, the test split has {len(metas)}")
+        return [m["key"] for m in metas[first:]], images[first:]
+    keys = targets[first:last]
+    found = images_by_key(shard_dir, manifest, keys)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise KeyError(f"sample.targets: keys not in the shards: {missing}")
+    return keys, torch.from_numpy(np.stack([found[k] for k in keys])).permute(0, 3, 1, 2)
+
+
+def start_image(paths: list[str], kind: str, limit: int = 10_000) -> torch.Tensor:
+    """The samplers' starting image [C, H, W] in [0, 1] from the first `limit` images of the shards (a mean
+    converges long before a large data set is read whole): `mean_image`, their pixel-wise mean;
+    `mean_colour`, a flat image of their per-channel mean colour (the authors'); `grey`, flat GREY."""
+    total, count = None, 0
+    for _, images in read_batches(paths, 512, limit=1 if kind == "grey" else limit):  # grey: the shape only
+        batch = images.double().sum(dim=0)
+        total, count = (batch if total is None else total + batch), count + len(images)
+    mean = (total / count / 255).float()
+    if kind == "mean_colour":
+        return mean.mean(dim=(1, 2), keepdim=True).expand_as(mean).clone()
+    return torch.full_like(mean, GREY) if kind == "grey" else mean
 
 
 def factor_table(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -45,6 +45,7 @@ from semcore import shards
 from semcore.config import TrainConfig, UNetConfig, architecture_differences, snapshot_name
 from semcore.files import atomic, save_torch
 from semcore.model import UNetFlex, initial_model, receptive_fields
+from semcore.progress import progress
 from semcore.runtime import Precision, as_model_input, resolve_device, tune_allocator
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,8 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
     model.train()
     tick, images_since = time.perf_counter(), 0
     pending, since_log = [], []  # losses on the device since the last check; read back since the last log
+    # Its loss and img/s are the last log record's: reading the loss every step would wait for the GPU.
+    bar = progress(total=config.steps, initial=start, desc="train", unit="steps", disable=not master)
     for step in range(start + 1, config.steps + 1):
         x = as_model_input(next(stream), device)
         sigmas = sample_sigmas(len(x), config, generator=noise, device=device)
@@ -268,6 +271,7 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         schedule.step()
         pending.append(loss.detach())
         images_since += len(x) * world  # all processes' images
+        bar.update()
         if master:
             keep_snapshot(step)
 
@@ -280,14 +284,17 @@ def train(model_config: UNetConfig, config: TrainConfig, shard_dir: str | Path, 
         pending = []
         if log_due:
             if master:  # the mean loss since the last record; img/s up to the read-back, when all work is done
-                run_log.write(kind="train", step=step, loss=sum(since_log) / len(since_log),
-                              lr=schedule.get_last_lr()[0], img_per_s=images_since / (time.perf_counter() - tick))
+                mean_loss, img_per_s = sum(since_log) / len(since_log), images_since / (time.perf_counter() - tick)
+                run_log.write(kind="train", step=step, loss=mean_loss, lr=schedule.get_last_lr()[0],
+                              img_per_s=img_per_s)
+                bar.set_postfix_str(f"loss {mean_loss:.4g}, {img_per_s:.0f} img/s", refresh=False)
             tick, images_since, since_log = time.perf_counter(), 0, []
         if master and eval_due:
             table = evaluate(step)
         if master and checkpoint_due:
             save_checkpoint(step)
             saved_step = step
+    bar.close()
 
     if world > 1:  # DDP keeps the replicas equal; check, once, that it did
         digests = [None] * world

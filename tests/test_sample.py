@@ -11,12 +11,12 @@ import torch
 import yaml
 from snakemake.utils import validate
 
-from semcore import sample, shards
-from semcore.config import ConfigError, check, designed_steps, resolved_ascent, unconditional_sampler
+from semcore import cluster, sample, shards
+from semcore.config import SCHEMA, ConfigError, check, designed_steps, resolved_ascent, unconditional_sampler
 from semcore.model import UNetConfig, UNetFlex
 from semcore.phi import phi_schema
 from semcore.sources import synthetic
-from semcore.tables import ParquetSink, vectors
+from semcore.tables import ParquetSink, as_uint8, to_arrow, vectors
 
 from conftest import REPO, TINY_CONFIG, planned_jobs, write_config
 
@@ -145,11 +145,11 @@ def test_the_start_images_are_the_training_means_or_grey(tmp_path):
                         test_fraction=0.2, seed=0, samples_per_shard=10)
     paths = shards.shard_paths(tmp_path, "train")
     pixels = torch.cat([images for _, images in shards.read_batches(paths, 8)]).double() / 255
-    colour = sample.start_image(paths, "mean_colour")
+    colour = shards.start_image(paths, "mean_colour")
     assert colour.shape == (3, 16, 16)
     assert torch.allclose(colour, pixels.mean(dim=(0, 2, 3)).float().view(3, 1, 1).expand(3, 16, 16), atol=1e-6)
-    assert torch.allclose(sample.start_image(paths, "mean_image"), pixels.mean(dim=0).float(), atol=1e-6)
-    assert torch.equal(sample.start_image(paths, "grey"), torch.full((3, 16, 16), 0.45))
+    assert torch.allclose(shards.start_image(paths, "mean_image"), pixels.mean(dim=0).float(), atol=1e-6)
+    assert torch.equal(shards.start_image(paths, "grey"), torch.full((3, 16, 16), 0.45))
 
 
 def simulated_steps(sigma_0, sigma_final, h0, beta, h_schedule, limit=100_000) -> int:
@@ -177,7 +177,7 @@ def test_the_designed_step_count_follows_the_sigma_recursion(sigma_0, sigma_fina
 def sample_config(**sample_section) -> dict:
     """The tiny workflow config with its sample section replaced, defaults filled by the schema."""
     config = yaml.safe_load(yaml.safe_dump({**TINY_CONFIG, "sample": sample_section}))
-    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    validate(config, str(SCHEMA))
     return config
 
 
@@ -224,7 +224,7 @@ def test_a_cluster_centroid_is_a_target(model, tmp_path):
     table = pa.table({"cluster": pa.array([0, 1, 2], pa.int32()), "centroid": vectors(centroids)})
     with ParquetSink(path, table.schema) as sink:
         sink.write(table)
-    ids, vectors_ = sample.read_centroids(str(path), clusters=[2, 0])
+    ids, vectors_ = cluster.read_centroids(str(path), clusters=[2, 0])
     assert ids.tolist() == [2, 0] and np.array_equal(vectors_.numpy(), centroids[[2, 0]])
     target = sample.Target(vectors=vectors_)
     y = torch.rand(2, 3, 16, 16, generator=generator(3))
@@ -269,7 +269,7 @@ def scored(model, samples: sample.Samples, target: sample.Target, train_phi: lis
     """The samples' score table, checked to convert as the rule writes it (PNG bytes, φ vectors)."""
     table = sample.score(model, samples, target, rows(), sigma=0.05, generator=generator(), train_phi=train_phi,
                          train_sigma=0.0, train_n_noise=1)
-    sample.to_arrow(table, sample.as_uint8(samples.images))  # the table the rule writes
+    to_arrow(table, as_uint8(samples.images))  # the table the rule writes
     return table
 
 
@@ -351,7 +351,7 @@ def test_the_workflow_samples_scores_and_draws_grids(finished_run):
     unconditional = table[table.method == "unconditional"]  # the tiny config's ascent: σ 0.5 → 0.1, at most 20 steps
     assert unconditional.reached_sigma_final.eq(unconditional.final_sigma < 0.1).all()
     assert table.nn_key.str.startswith("synthetic_").all() and table.nn_sigma.eq(0.1).all()
-    assert sample.decode_png(table.png.iloc[0]).shape == (16, 16, 3)
+    assert shards.decode_png(table.png.iloc[0]).shape == (16, 16, 3)
     assert table.phi.map(len).eq(32).all()
     grids = sorted(p.name for p in (results / "figures" / "samples").glob("*.png"))
     assert grids == ["target-000.png", "target-001.png", "target-002.png"]

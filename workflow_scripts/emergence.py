@@ -4,9 +4,10 @@ import sys
 import pandas as pd
 
 from semcore import figures
+from semcore.progress import job_log
 from semcore.shards import write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 table = pd.concat([pd.read_parquet(path) for path in snakemake.input.steps], ignore_index=True)
 write_parquet(table, snakemake.output.table)
 scores = pd.read_parquet(snakemake.input.semantic_scores)

@@ -10,14 +10,15 @@ import torch
 from semcore import emergence, shards
 from semcore.features import read_features
 from semcore.model import UNetFlex
+from semcore.progress import job_log
 from semcore.runtime import as_model_input, resolve_device
 from semcore.shards import factor_table, write_parquet
 from semcore.train import psnr_table
 
-sys.stderr = open(snakemake.log[0], "w")
+job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-device = resolve_device(p.device)
+device = job.device(resolve_device(p.device))
 started = time.perf_counter()
 
 factors = factor_table(pd.read_parquet(snakemake.input.manifest))

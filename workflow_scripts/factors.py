@@ -5,9 +5,10 @@ import pandas as pd
 
 from semcore import figures, stats
 from semcore.phi import read_phi
+from semcore.progress import job_log
 from semcore.shards import factor_table, write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 meta, phi = read_phi(snakemake.input.phi, snakemake.params.sigma)
 factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.key.to_numpy())
 table = stats.factor_mutual_information(phi, factors, snakemake.params.seed)

@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 
 from semcore import gist
+from semcore.progress import job_log
 from semcore.shards import write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params

@@ -8,12 +8,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from semcore import gist
-from semcore.sample import decode_png
-from semcore.shards import images_by_key, write_parquet
+from semcore import figures, gist
+from semcore.progress import job_log
+from semcore.shards import decode_png, images_by_key, write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
@@ -46,4 +45,5 @@ sample_features = gist.features(net, sample_images)
 quality = gist.kid({method: sample_features[(samples.method == method).to_numpy()]
                     for method in samples.method.unique()}, gist.features(net, test_images), p.kid_subsets, p.seed)
 write_parquet(quality, snakemake.output.quality)
+figures.html_tables(figures.gist_summary(table, quality), snakemake.output.summary)
 print(quality.to_string(float_format="%.4g"), file=sys.stderr)

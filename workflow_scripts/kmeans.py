@@ -7,11 +7,12 @@ import torch
 
 from semcore import cluster, figures
 from semcore.features import read_features
+from semcore.progress import job_log
 from semcore.runtime import resolve_device
 from semcore.shards import images_by_key, write_parquet
 from semcore.tables import ParquetSink, vectors
 
-sys.stderr = open(snakemake.log[0], "w")
+job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 p, k = snakemake.params, int(snakemake.wildcards.k)
 
@@ -21,7 +22,7 @@ if k > len(x):
 if p.normalize:
     x = cluster.normalized(x)
 result = cluster.kmeans(x, k, n_init=p.n_init, max_iter=p.max_iter, tol=p.tol, seed=p.seed,
-                        device=resolve_device(p.device))
+                        device=job.device(resolve_device(p.device)))
 print(f"{len(x)} × {x.shape[1]}, k={k}: inertia {result.inertia:.6g} after {result.n_iter} iterations", file=sys.stderr)
 
 assignments = meta.assign(cluster=result.labels, distance=result.distances)
@@ -36,6 +37,10 @@ with ParquetSink(snakemake.output.centroids, centroids.schema) as sink:
 shown = sizes.sort_values(ascending=False, kind="stable").index[:p.montage_clusters]
 members = {c: group.nsmallest(p.montage_members, "distance").key.tolist()
            for c, group in assignments[assignments.cluster.isin(shown)].groupby("cluster")}
-images = images_by_key(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest), sum(members.values(), []))
+manifest = pd.read_parquet(snakemake.input.manifest)
+images = images_by_key(snakemake.input.shards, manifest, sum(members.values(), []))
+names = manifest.set_index("key").label_name
 figures.montage([(f"cluster {c}: {sizes[c]} images", [images[key] for key in members[c]]) for c in shown],
-                snakemake.output.montage)
+                snakemake.output.montage, columns=[str(i + 1) for i in range(p.montage_members)],
+                labels=[[names[key] for key in members[c]] for c in shown],
+                title=f"k-means of {figures.feature_set_name(snakemake.wildcards.features)}, k = {k}")

@@ -12,9 +12,10 @@ import pandas as pd
 from semcore import figures
 from semcore.cluster import nearest_neighbours
 from semcore.phi import read_phi
+from semcore.progress import job_log
 from semcore.shards import images_by_key, read_batches, shard_paths, write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 p = snakemake.params
 
 
@@ -78,8 +79,14 @@ write_parquet(table, snakemake.output.table)
 
 # Queries are the first test images in shard order, the same in every space.
 keys = list(dict.fromkeys(table["query"].tolist() + table.neighbour.tolist()))
-images = images_by_key(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest), keys)
+manifest = pd.read_parquet(snakemake.input.manifest)
+images = images_by_key(snakemake.input.shards, manifest, keys)
+names = manifest.set_index("key").label_name
 by_query = table.groupby(["query", "space"]).neighbour.agg(list)
-figures.montage([(f"{query} — {space}", [images[query]] + [images[k] for k in by_query[query, space]])
-                 for query in table["query"].unique() for space in spaces], snakemake.output.figure)
+queries = table["query"].unique()
+figures.montage([(f"query {n + 1}: {space}", [images[query]] + [images[k] for k in by_query[query, space]])
+                 for n, query in enumerate(queries) for space in spaces], snakemake.output.figure,
+                columns=["query", *(str(i + 1) for i in range(p.neighbours))],
+                labels=[[names[query]] + [names[k] for k in by_query[query, space]] for query in queries for space in spaces],
+                title="Nearest neighbours of test images")
 print(table.groupby("space").same_label.mean().to_string(), file=sys.stderr)

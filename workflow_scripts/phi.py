@@ -1,22 +1,20 @@
 """Adapter for rules `phi` and `phi_snapshot` (consecutive shards → φ of the middle block, of the trained
 network or of a snapshot) and `block_means` (a subset → ā of every block)."""
 import hashlib
-import logging
-import sys
 from pathlib import Path
 
 import torch
 
 from semcore import phi, shards
 from semcore.model import UNetFlex
+from semcore.progress import job_log
 from semcore.runtime import Precision, resolve_device
 
-sys.stderr = open(snakemake.log[0], "w")
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
-device = resolve_device(p.device)
+device = job.device(resolve_device(p.device))
 precision = Precision(**p.precision)
 precision.apply(device)
 model_path = Path(snakemake.input.model, p.snapshot or "")  # a snapshot: the file of its step in the folder

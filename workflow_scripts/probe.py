@@ -5,9 +5,10 @@ import pandas as pd
 
 from semcore import scores
 from semcore.features import read_features
+from semcore.progress import job_log
 from semcore.shards import factor_table, write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 p = snakemake.params
 
 meta, x = read_features(snakemake.wildcards.features, snakemake.input.features, p.max_images)

@@ -1,32 +1,29 @@
 """Adapter for rules `sample` (self-guided) and `sample_unconditional` (the baseline): one batch of targets,
 its samples and their scores, to one Parquet table."""
 import logging
-import sys
 import time
 
 import pandas as pd
 import torch
 
-from semcore import sample
+from semcore import sample, shards, tables
 from semcore.model import UNetFlex
 from semcore.phi import seeded_generator
+from semcore.progress import job_log
 from semcore.runtime import as_model_input, resolve_device
-from semcore.shards import shard_paths
-from semcore.tables import ParquetSink
 
-sys.stderr = open(snakemake.log[0], "w")
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
 batch = int(snakemake.wildcards.batch)
-device = resolve_device(p.device)
+device = job.device(resolve_device(p.device))
 model = UNetFlex.from_pretrained(snakemake.input.model, map_location=device).to(device, memory_format=torch.channels_last).eval()
-keys, images = sample.conditioners(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest), p.targets, batch,
-                                   p.targets_per_job)
+keys, images = shards.target_images(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest), p.targets,
+                                    batch, p.targets_per_job)
 target = sample.Target(images=as_model_input(images, device), n_noise=p.n_noise, top_k=p.top_k)
 rows = torch.arange(len(keys), device=device).repeat_interleave(p.samples_per_target)
-start = sample.start_image(shard_paths(snakemake.input.shards, "train"), p.start).to(device)
+start = shards.start_image(shards.shard_paths(snakemake.input.shards, "train"), p.start).to(device)
 method = "self-guided" if p.guided else "unconditional"
 generator = seeded_generator(p.seed, f"{method}-{batch}", device)
 
@@ -48,6 +45,6 @@ table["top_k"] = p.top_k
 if table.failed.any():
     logging.warning("samples that became NaN/inf:\n%s", table[table.failed][["key", "failure"]].to_string())
 logging.info("\n%s", table.groupby("key")[["phi_error", "pixel_distance", "diversity", "nn_phi_distance"]].mean())
-arrow = sample.to_arrow(table, sample.as_uint8(samples.images))
-with ParquetSink(snakemake.output[0], arrow.schema) as sink:
+arrow = tables.to_arrow(table, tables.as_uint8(samples.images))
+with tables.ParquetSink(snakemake.output[0], arrow.schema) as sink:
     sink.write(arrow)

@@ -5,12 +5,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
-from semcore import figures, sample, shards
+from semcore import figures, shards
+from semcore.progress import job_log
 from semcore.tables import ParquetSink
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 arrow = pa.concat_tables([pq.read_table(path) for path in [*snakemake.input.guided, *snakemake.input.unconditional]])
 with ParquetSink(snakemake.output.table, arrow.schema) as sink:
     sink.write(arrow)
@@ -24,13 +24,16 @@ images = shards.images_by_key(snakemake.input.shards, pd.read_parquet(snakemake.
                               [*guided.key.unique(), *guided.nn_key])
 out = Path(snakemake.output.grids)
 out.mkdir(parents=True, exist_ok=True)
-decode = sample.decode_png
+decode = shards.decode_png
+names = pd.read_parquet(snakemake.input.manifest).set_index("key").label_name
 for (index, key), rows in guided.groupby(["target", "key"]):
     baseline = unconditional[unconditional.target == index]
-    grid = sample.grid([[images[key], *map(decode, rows.png)],
-                        [None, *(images[k] for k in rows.nn_key)],
-                        [None, *map(decode, baseline.png)]], scale=max(1, 96 // images[key].shape[0]))
-    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(out / f"target-{index:03d}.png")
+    samples = max(len(rows), len(baseline))
+    figures.montage([("self-guided", [images[key], *map(decode, rows.png)]),
+                     ("nearest training image (φ)", [None, *(images[k] for k in rows.nn_key)]),
+                     ("unconditional", [None, *map(decode, baseline.png)])],
+                    out / f"target-{index:03d}.png", columns=["target", *(f"sample {i + 1}" for i in range(samples))],
+                    title=f"Target {index}: {names[key] or key}")
 
 summary = table.groupby("method", sort=False)[["phi_error", "pixel_distance", "diversity", "nn_phi_distance"]]
 print(summary.mean().to_string(), file=sys.stderr)

@@ -8,8 +8,9 @@ import pandas as pd
 from semcore import figures, shards, stats
 from semcore.files import atomic
 from semcore.phi import read_phi
+from semcore.progress import job_log
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 p = snakemake.params
 meta, phi = read_phi(snakemake.input.phi, p.sigma)
 table, threshold, bimodal = stats.channel_table(phi, p.active_fraction)
@@ -27,7 +28,10 @@ populated = table.selective & (table.active_fraction * len(phi) >= p.montage_ima
 channels = table[populated].nsmallest(p.montage_channels, "pr").channel.to_numpy()
 top = {c: np.argsort(-phi[:, c])[: p.montage_images] for c in channels}
 keys = meta.key.to_numpy()
-images = shards.images_by_key(snakemake.input.shards, pd.read_parquet(snakemake.input.manifest),
-                              [keys[i] for rows in top.values() for i in rows])
+manifest = pd.read_parquet(snakemake.input.manifest)
+images = shards.images_by_key(snakemake.input.shards, manifest, [keys[i] for rows in top.values() for i in rows])
+names = manifest.set_index("key").label_name
 figures.montage([(f"channel {c} (PR {table.pr[c]:.2f})", [images[keys[i]] for i in rows]) for c, rows in top.items()],
-                snakemake.output.montage)
+                snakemake.output.montage, columns=[str(i + 1) for i in range(p.montage_images)],
+                labels=[[names[keys[i]] for i in rows] for rows in top.values()],
+                title=f"Images that activate a selective channel most (σ = {p.sigma:g})")

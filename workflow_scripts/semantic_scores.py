@@ -7,9 +7,10 @@ import pandas as pd
 
 from semcore import figures, scores
 from semcore.features import parse
+from semcore.progress import job_log
 from semcore.shards import factor_table, write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 factors = factor_table(pd.read_parquet(snakemake.input.manifest))
 
 frames = []
@@ -27,5 +28,6 @@ table.insert(2, "sigma", parsed.str[1].astype(float))
 table = table[["features", "representation", "sigma", "method", "k", "target", "metric", "value"]].astype({"k": "Int64"})
 write_parquet(table, snakemake.output.table)
 figures.semantic_scores(table, snakemake.output.figure)
+figures.html_tables(figures.semantic_scores_summary(table), snakemake.output.summary)
 print(table.set_index(["method", "k", "target", "metric", "features"]).value.unstack().to_string(float_format="%.3f"),
       file=sys.stderr)

@@ -1,12 +1,10 @@
 """Adapter for rule `shard`: source items → WebDataset shards + manifest."""
-import logging
-import sys
 
 from semcore import shards
+from semcore.progress import job_log
 from semcore.sources import iter_items
 
-sys.stderr = open(snakemake.log[0], "w")
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+job_log(snakemake)
 
 p = snakemake.params
 items = iter_items(p.source, p.options, size=p.size, seed=p.seed)

@@ -4,9 +4,10 @@ import sys
 import pyarrow.parquet as pq
 
 from semcore import figures, stats
+from semcore.progress import job_log
 from semcore.shards import write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 sigma = snakemake.params.sigma
 # only the rows at stats.sigma, not the whole file
 at_sigma = pq.read_table(snakemake.input.block_means,

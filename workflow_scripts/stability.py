@@ -5,9 +5,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from semcore import figures, stats
+from semcore.progress import job_log
 from semcore.shards import write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 path = snakemake.input.block_means
 # one block at a time: every σ of one block's means in memory, not of all blocks
 blocks = pq.read_table(path, columns=["block"]).column("block").unique().to_pylist()

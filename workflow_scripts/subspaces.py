@@ -5,9 +5,10 @@ import pandas as pd
 
 from semcore import figures, stats
 from semcore.phi import read_phi
+from semcore.progress import job_log
 from semcore.shards import write_parquet
 
-sys.stderr = open(snakemake.log[0], "w")
+job_log(snakemake)
 p = snakemake.params
 _, phi = read_phi(snakemake.input.phi, p.sigma)
 selective = pd.read_parquet(snakemake.input.channels).selective.to_numpy()

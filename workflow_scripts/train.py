@@ -1,23 +1,22 @@
 """Adapter for rule `train`: shards → trained denoiser (resuming a killed run), its snapshots, the training
 curve; or, with model.pretrained, the imported network in its place (and the untrained one as step 0)."""
 import logging
-import os
-import sys
 
 import torch
 
 from semcore import figures
 from semcore.config import training_images
 from semcore.model import UNetConfig
+from semcore.progress import job_log
 from semcore.runtime import Precision, resolve_device
 from semcore.train import TrainConfig, import_pretrained, launch, read_log, train
 
-sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed run keeps the killed run's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+job = job_log(snakemake, append=True)  # a resumed run keeps the killed run's log
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
 model_config, config = UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device)
+job.device(resolve_device(config.device))
 if p.pretrained:
     import_pretrained(model_config, config, p.pretrained["path"], p.pretrained["format"], snakemake.input.shards,
                       p.run_dir, snakemake.output.model, snakemake.output.snapshots)
@@ -31,9 +30,7 @@ else:
     # One DDP process per GPU the job was given (the `gpu` resource a cluster profile sets; gloo processes
     # where the job runs on the CPU on purpose, device: cpu); train.processes, when set, overrides it.
     processes = config.processes or max(1, snakemake.resources.gpu)
-    logging.info("job: %d thread(s), %d GPU(s) (CUDA_VISIBLE_DEVICES=%s), device %s: %d process(es)",
-                 snakemake.threads, snakemake.resources.gpu, os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
-                 resolve_device(config.device), processes)
+    logging.info("%d process(es)", processes)
     if processes > 1:
         launch(processes, model_config, config, snakemake.input.shards, p.run_dir, snakemake.output.model,
                threads=snakemake.threads, precision=precision, snapshot_dir=snakemake.output.snapshots)
