@@ -38,6 +38,16 @@ def schema_of(key: str) -> dict:
     return node
 
 
+def section_defaults(key: str) -> dict:
+    """The defaults of a config section ('sample'), nested, as Snakemake fills them in from the schema."""
+    def defaults(node):
+        if "properties" not in node:
+            return node.get("default")
+        return {name: defaults(sub) for name, sub in node["properties"].items() if "default" in sub}
+
+    return defaults(schema_of(key))
+
+
 def default(key: str):
     """A dataclass field whose default is the schema's default of a config key ('train.lr')."""
     value = schema_of(key)["default"]
@@ -382,6 +392,11 @@ def designed_steps(ascent: dict) -> int:
         sigma *= 1 - beta * step_size(h0, t, True)
         t += 1
     return t
+
+
+def sampler_final_sigma(sample: dict) -> float:
+    """The σ the guided sampler ends at (the config's sample section): samples are scored there."""
+    return sample["schedule"]["sigma_min"] if sample["algorithm"] == "fixed" else sample["ascent"]["sigma_final"]
 
 
 def resolved_ascent(ascent: dict) -> dict:

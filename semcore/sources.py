@@ -129,9 +129,10 @@ def patches(n_per_image: int, crop_min: int, crop_max: int, images: list[str] | 
 def folder(path: str) -> Iterator[Item]:
     """Every entry under `path` (recursive, sorted; see list_folder), readable or not; the first sub-folder
     names the label when present. Keys come from the relative path: adding or removing a file keeps every
-    other file's key, and so its split. Of files with the same bytes, the first is read, the others skipped."""
+    other file's key, and so its split. Of files with the same bytes, the first is read, the others skipped.
+    A file as `path` is read the same way, alone."""
     root = Path(path)
-    entries = list_folder(root)
+    root, entries = (root.parent, [root]) if root.is_file() else (root, list_folder(root))
     label_names = sorted({_label_name(entry.relative_to(root)) for entry in entries} - {""})
     label_of = {name: i for i, name in enumerate(label_names)}
     first_with = {}  # sha256 of the bytes → key and origin of the first file holding them

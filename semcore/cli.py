@@ -1,0 +1,652 @@
+"""The `semcore` command: a trained denoiser and its φ outside the workflow.
+
+    semcore info MODEL                          architecture, parameters, receptive fields, training summary
+    semcore phi MODEL IMAGES... --sigma S -o OUT.parquet
+    semcore neighbours PHI IMAGE -k 5           nearest neighbours in φ space
+    semcore sample MODEL --target IMAGE -o grid.png
+    semcore import-authors FOLDER -o model.pt
+
+Each subcommand is also a plain function: `info`, `phi_of_images` (+ `write_phi_table`), `neighbours`, `sample`,
+`import_authors`. MODEL is a model.pt this package wrote or the authors' folder (or their model.pt). Images are
+read and conformed as the workflow's folder source does (semcore.sources). Torch and the other heavy modules are
+imported inside the functions, so that `semcore --help` answers at once. Mistakes a user can make raise
+CommandError, which the command prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from semcore.config import sampler_final_sigma, section_defaults
+
+# The split written for images given to `semcore phi`: they are neither of the workflow's train and test.
+SPLIT = "external"
+# A sample grid's images are enlarged to about this many pixels (nearest neighbour), so 16 px ones are visible.
+GRID_PIXELS = 128
+
+
+class CommandError(ValueError):
+    """A mistake in what the user asked for (a missing file, an unknown key, a σ not computed), in one line."""
+
+
+# --- models ----------------------------------------------------------------------------------------------------
+
+def load_model(path):
+    """(UNetFlex in eval mode, its format: "semcore" or "authors") of a model.pt this package wrote, or of the
+    authors' folder or model.pt."""
+    from semcore.model import UNetFlex
+
+    path = Path(path)
+    if not path.exists():
+        raise CommandError(f"{path}: no such file or folder")
+    try:
+        if path.is_file():
+            try:
+                return UNetFlex.from_pretrained(path).eval(), "semcore"
+            except KeyError:  # a bare state_dict, without this package's "config": the authors' format
+                pass
+        return UNetFlex.from_authors(path), "authors"
+    except Exception as error:  # whatever torch.load or the checks make of a file that is no model
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandError(f"{path}: not a model this package or the authors wrote ({reason})") from None
+
+
+def _model_and_metadata(model):
+    """(UNetFlex, the metadata a φ table records of it): a path is loaded; a UNetFlex is used as it is."""
+    if not isinstance(model, (str, Path)):
+        return model.eval(), {"model": "in memory"}
+    network, _ = load_model(model)
+    weights = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+    return network, {"model": str(Path(model).resolve()),
+                     "checkpoint_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+
+def info(model) -> dict:
+    """What a model is: its path, format, architecture, parameter count, receptive field of each block (px) and,
+    when a training log.jsonl lies beside it, a summary of the training (None otherwise)."""
+    from dataclasses import asdict
+
+    from semcore.model import receptive_fields
+
+    network, kind = load_model(model)
+    path = Path(model)
+    run_dir = path if path.is_dir() else path.parent
+    return {"path": str(path), "format": kind, "config": asdict(network.config),
+            "parameters": sum(p.numel() for p in network.parameters()),
+            "receptive_fields": receptive_fields(network.config),
+            "training": _training_summary(run_dir) if (run_dir / "log.jsonl").is_file() else None}
+
+
+def _training_summary(run_dir: Path) -> dict:
+    """steps, final loss, test PSNR {σ: (noisy, denoised)} at the last evaluation, median img/s, resumes."""
+    import pandas as pd
+
+    from semcore.train import read_log
+
+    try:
+        log = read_log(run_dir)
+    except ValueError as error:
+        raise CommandError(f"{run_dir / 'log.jsonl'}: not a training log ({error})") from None
+    kinds = log.get("kind", pd.Series(dtype=object))
+    train, evals = log[kinds == "train"], log[kinds == "eval"]
+    last = evals[evals.step == evals.step.max()] if len(evals) else evals
+    return {"steps": int(train.step.max()) if len(train) else 0,
+            "final_loss": float(train.loss.iloc[-1]) if len(train) else None,
+            "psnr_step": int(last.step.iloc[0]) if len(last) else None,
+            "psnr": {float(r.sigma): (float(r.psnr_noisy), float(r.psnr_denoised)) for r in last.itertuples()},
+            "img_per_s": float(train.img_per_s.median()) if len(train) else None,
+            "resumes": int((kinds == "resume").sum()), "imported": bool((kinds == "import").any())}
+
+
+def import_authors(folder, out) -> Path:
+    """The authors' trained denoiser (their folder or model.pt) saved as this package's model.pt at `out`."""
+    network, kind = load_model(folder)
+    if kind != "authors":
+        raise CommandError(f"{folder}: a model.pt this package wrote already, not the authors'")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    network.save_pretrained(out)  # atomic (semcore.files)
+    return out
+
+
+# --- images ----------------------------------------------------------------------------------------------------
+
+def read_images(paths, size: int | None, channels: int, levels: int) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The image files and folders (recursively) as the workflow's folder source reads them, conformed:
+    centre-cropped and resized to size×size (size None: each image's shorter side, down to a multiple of
+    2^levels, the UNet's poolings). Returns ({key, label, label_name, pixels uint8 H×W×C} per image, in the
+    order given, folders sorted; [(path, why it was skipped)] for what cannot be used, as the folder source
+    skips it, and for a file given twice)."""
+    from semcore import sources
+
+    step = 2**levels
+    if size is not None and (size < step or size % step):
+        raise CommandError(f"--size {size}: must be a positive multiple of {step} (the UNet pools {levels} times)")
+    items = []
+    for given in map(Path, paths):
+        if not given.exists():
+            raise CommandError(f"{given}: no such file or folder")
+        items += list(sources.folder(given))
+    images, skipped, seen = [], [], set()
+    for item in items:
+        if item.error is None and item.origin in seen:
+            item.error = "given twice"
+        seen.add(item.origin)
+        if item.error is None:
+            side = size or min(item.image.size) // step * step
+            try:
+                pixels, _ = sources.conform(item.image, side, channels, min_size=max(side, step))
+            except sources.UnusableImage as error:
+                item.error = str(error)
+        if item.error is None:
+            images.append(dict(key=item.origin, label_name=item.label_name, pixels=pixels))
+        else:
+            skipped.append((item.origin, item.error))
+    names = sorted({image["label_name"] for image in images} - {""})
+    for image in images:
+        image["label"] = names.index(image["label_name"]) if image["label_name"] else -1
+    return images, skipped
+
+
+def _one_image(path, size: int | None, channels: int, levels: int):
+    """The pixels (uint8 H×W×C) of one image file, or CommandError saying why it cannot be used."""
+    if Path(path).is_dir():
+        raise CommandError(f"{path}: a folder, not an image file")
+    images, skipped = read_images([path], size, channels, levels)
+    if skipped:
+        raise CommandError(f"{skipped[0][0]}: {skipped[0][1]}")
+    return images[0]["pixels"]
+
+
+def _model_input(pixels, device):
+    """One uint8 H×W×C image → the network's input [1, C, H, W] in [0, 1] (copied: PIL's arrays are read-only)."""
+    import torch
+
+    from semcore.runtime import as_model_input
+
+    return as_model_input(torch.tensor(pixels).permute(2, 0, 1)[None], device)
+
+
+# --- φ ---------------------------------------------------------------------------------------------------------
+
+def phi_of_images(model, images, sigmas, n_noise: int | None = None, seed: int | None = None,
+                  size: int | None = None, device: str = "auto"):
+    """φ(x_σ) = E_z[ā_mid(x + σz)] of image files and folders (recursively) at each σ, as a table with the
+    workflow's φ columns: key (the file's path), split ("external"), label (the file's first sub-folder under
+    the folder given, indexed in sorted order over all inputs; -1 for files given alone or at a folder's top),
+    sigma, phi (float32 [C]); rows sorted by σ, then in input order. Unusable files are skipped with a
+    printed reason, as the folder source skips them. n_noise and seed default to the workflow's (phi.*).
+
+    The noise of each image and σ comes from a generator seeded by (seed, its pixels, σ): an image's φ does
+    not depend on the other images or σ asked for, and the same image gives the same φ wherever it lies.
+    table.attrs["metadata"] is what `write_phi_table` records: the model, its sha256, n_noise, seed, size,
+    label names, the arithmetic."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from semcore import phi
+    from semcore.runtime import Precision, resolve_device
+
+    workflow = section_defaults("phi")
+    n_noise = workflow["n_noise"] if n_noise is None else n_noise
+    seed = workflow["seed"] if seed is None else seed
+    if n_noise < 1:
+        raise CommandError(f"--n-noise {n_noise}: must be ≥ 1")
+    if not sigmas or min(sigmas) < 0:
+        raise CommandError(f"--sigma {list(sigmas)}: give one or more σ ≥ 0")
+    network, metadata = _model_and_metadata(model)
+    device = resolve_device(device)
+    network.to(device)
+    config = network.config
+    found, skipped = read_images(images, size, config.in_channels, config.num_blocks)
+    for origin, reason in skipped:
+        print(f"skipped {origin}: {reason}", file=sys.stderr)
+    if not found:
+        raise CommandError(f"none of the {len(skipped)} inputs in {' '.join(map(str, images))} could be used")
+    order = sorted(set(sigmas))
+    rows = {sigma: [] for sigma in order}
+    with torch.no_grad():
+        for image in found:
+            x = _model_input(image["pixels"], device)
+            digest = hashlib.sha256(image["pixels"].tobytes()).hexdigest()
+            for sigma in order:
+                generator = phi.seeded_generator(seed, f"{digest}:{sigma}", device)
+                means = phi.noise_averaged_means(network, x, sigma, n_noise, generator)
+                try:
+                    phi.check_finite(means, [image], sigma, n_noise, phi._describe_model(metadata))
+                except phi.NotFiniteError as error:
+                    raise CommandError(str(error)) from None
+                rows[sigma].append(means["M"][0].cpu().numpy())
+    table = pd.DataFrame([dict(key=image["key"], split=SPLIT, label=image["label"], sigma=sigma, phi=vector)
+                          for sigma in order for image, vector in zip(found, rows[sigma])])
+    table["label"] = table["label"].astype(np.int32)
+    table.attrs["metadata"] = metadata | dict(
+        block="M", n_noise=n_noise, seed=seed, size=size or "own",
+        label_names=",".join(sorted({image["label_name"] for image in found} - {""}))) | Precision().describe(device)
+    return table
+
+
+def write_phi_table(table, out) -> Path:
+    """A table of `phi_of_images` to Parquet with the workflow's φ schema (semcore.phi.phi_schema): one row group
+    per σ, its metadata in the schema; written atomically."""
+    import numpy as np
+    import pyarrow as pa
+
+    from semcore.phi import ROWS_PER_GROUP, phi_schema
+    from semcore.tables import ParquetSink, vectors
+
+    schema = phi_schema(len(table.phi.iloc[0]), table.attrs.get("metadata", {}))
+    with ParquetSink(out, schema) as sink:
+        for _, rows in table.groupby("sigma", sort=True):
+            columns = {name: rows[name].to_numpy() for name in ("key", "split", "label", "sigma")}
+            # straight to the writer, as semcore.phi.write_phi: no row group mixes two σ
+            sink.writer.write_table(pa.table(columns | {"phi": vectors(np.stack(rows.phi))}, schema=schema),
+                                    row_group_size=ROWS_PER_GROUP)
+    return Path(out)
+
+
+# --- neighbours ------------------------------------------------------------------------------------------------
+
+def _phi_files(phi_dir) -> list[Path]:
+    """The φ files of a workflow φ directory, or the one file given; each checked to be a φ table."""
+    import pyarrow.parquet as pq
+
+    path = Path(phi_dir)
+    if not path.exists():
+        raise CommandError(f"{path}: no such file or folder")
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise CommandError(f"{path}: holds no .parquet files (a φ directory is results/<name>/phi)")
+    for file in files:
+        try:
+            names = pq.read_schema(file).names
+        except Exception as error:  # whatever pyarrow makes of a file that is no Parquet
+            raise CommandError(f"{file}: not a Parquet file ({error})") from None
+        if not {"key", "sigma", "phi"} <= set(names):
+            raise CommandError(f"{file}: not a φ table (columns {names}; a φ table has key, sigma, phi)")
+    return files
+
+
+def _run_shards(path) -> Path | None:
+    """The shards of the workflow run that `path` (a model, a φ file or directory) lies in: the `shards`
+    folder with an index in it, up to three folders above."""
+    from semcore.shards import INDEX
+
+    for folder in [Path(path).resolve(), *Path(path).resolve().parents][:4]:
+        if (folder / "shards" / INDEX).is_file():
+            return folder / "shards"
+    return None
+
+
+def _image_size(shard_dir: Path) -> int:
+    from semcore.shards import first_images
+
+    return first_images(shard_dir, "test", 1).shape[-1]
+
+
+def neighbours(phi_dir, image, k: int = 5, sigma: float | None = None, model=None, size: int | None = None,
+               device: str = "auto"):
+    """The k nearest rows of a φ table to `image` in φ space at σ: rank (0 first), key, label, distance.
+
+    phi_dir: a workflow φ directory (results/<name>/phi) or a file of `semcore phi`. image: a key of the table,
+    or an image file, whose φ is then computed with `model` (default: the model the table's metadata names),
+    its n_noise and seed, at `size` (default: the size `semcore phi` recorded, or the run's image size when
+    the table lies in a workflow run, or the image's own). σ defaults to the smallest σ > 0 of the table. An
+    image in the table is its own nearest neighbour, at distance 0. Reads one φ file at a time."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pa_dataset
+    import pyarrow.parquet as pq
+
+    from semcore.cluster import nearest_neighbours
+    from semcore.phi import read_phi
+
+    if k < 1:
+        raise CommandError(f"-k {k}: must be ≥ 1")
+    files = _phi_files(phi_dir)
+    sigmas_of = {file: set(pq.read_table(file, columns=["sigma"]).column("sigma").unique().to_pylist())
+                 for file in files}
+    present = sorted(set().union(*sigmas_of.values()))
+    if sigma is None:
+        positive = [s for s in present if s > 0]
+        if not positive:
+            raise CommandError(f"{phi_dir}: no σ > 0 (σ present: {present}); give --sigma")
+        sigma = positive[0]
+    elif sigma not in present:
+        raise CommandError(f"--sigma {sigma}: not in {phi_dir} (σ present: {present})")
+    files = [file for file in files if sigma in sigmas_of[file]]
+
+    at_sigma = pc.field("sigma") == pa.scalar(sigma, pa.float64())
+    stored = pa_dataset.dataset([str(f) for f in files], format="parquet").to_table(
+        columns=["phi"], filter=at_sigma & (pc.field("key") == str(image)))
+    if stored.num_rows:
+        query = stored.column("phi").combine_chunks().flatten().to_numpy().reshape(1, -1)
+    elif Path(image).is_file():
+        metadata = {key.decode(): value.decode() for key, value in (pq.read_schema(files[0]).metadata or {}).items()}
+        if model is None:
+            model = metadata.get("model")
+            if model is None or not Path(model).exists():
+                raise CommandError(f"{files[0]}: the model its metadata names ({model}) is not found from here; "
+                                   "give --model")
+        if size is None and metadata.get("size", "own") != "own":
+            size = int(metadata["size"])
+        elif size is None and _run_shards(phi_dir) is not None:
+            size = _image_size(_run_shards(phi_dir))
+        table = phi_of_images(model, [image], [sigma], n_noise=int(metadata.get("n_noise", 1)),
+                              seed=int(metadata.get("seed", 0)), size=size, device=device)
+        query = table.phi.iloc[0][None]
+    else:
+        raise CommandError(f"{image}: neither a key of {phi_dir} at σ {sigma:g} nor an image file")
+
+    found = []
+    for file in files:
+        meta, phi = read_phi([str(file)], sigma)
+        if phi.shape[1] != query.shape[1]:
+            raise CommandError(f"{file}: φ has {phi.shape[1]} channels, the query's {query.shape[1]} (another model)")
+        index, _ = nearest_neighbours(query, phi, min(k, len(phi)))
+        # its distances come from ‖x‖² − 2x·c + ‖c‖² in float32, ~1e-5 off for the image itself: recomputed
+        distance = np.linalg.norm(phi[index[0]].astype(np.float64) - query, axis=1)
+        found.append(meta.iloc[index[0]].assign(distance=distance))
+    table = pd.concat(found).sort_values("distance", kind="stable").head(k).reset_index(drop=True)
+    table.insert(0, "rank", range(len(table)))
+    table.attrs["sigma"] = sigma
+    return table[["rank", "key", "label", "distance"]]
+
+
+# --- self-guided sampling --------------------------------------------------------------------------------------
+
+def sampler_settings(overrides: dict | None = None) -> dict:
+    """The workflow's sample.* settings (the schema's defaults: for the fixed sampler, the paper's) with
+    `overrides` merged in (nested: {"schedule": {"steps": 20}}), checked as the workflow checks them."""
+    import jsonschema
+
+    from semcore.config import ConfigError, check_sampling, load_schema
+    from semcore.schema import error_lines
+
+    def merged(base: dict, changes: dict) -> dict:
+        return base | {key: merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                       else value for key, value in changes.items()}
+
+    settings = merged(section_defaults("sample"), overrides or {})
+    schema = load_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    # the config's other sections are absent here: only errors inside sample count
+    lines = [line for error in validator.iter_errors({"sample": settings})
+             if list(error.absolute_path)[:1] == ["sample"] for line in error_lines(error)]
+    if lines:
+        raise CommandError("; ".join(lines))
+    try:
+        check_sampling({"sample": settings})
+    except ConfigError as error:
+        raise CommandError(str(error)) from None
+    return settings
+
+
+def sample(model, target, n: int = 8, *, algorithm: str | None = None, seed: int | None = None,
+           settings: dict | None = None, shards=None, size: int | None = None, device: str = "auto", grid=None):
+    """n self-guided samples of one target image, with the workflow's sampler and settings (sampler_settings:
+    algorithm, seed and `settings` override them). Returns (uint8 images [n, H, W, C], the relative φ error of
+    each at the sampler's final σ, as the workflow scores it). With `grid`, writes a PNG there: the target,
+    then the samples, enlarged.
+
+    The start image (sample.start) is made from the training images of `shards` (default: the shards of the
+    workflow run the model lies in); start "grey" needs none. The target is conformed to `size` (default: the
+    shards' image size, or its own)."""
+    from collections import Counter
+
+    import torch
+
+    from semcore import sample as sampling
+    from semcore.config import resolved_ascent
+    from semcore.phi import noise_averaged_means, seeded_generator
+    from semcore.runtime import resolve_device
+    from semcore.shards import GREY, CorruptShard, png_bytes, shard_paths, start_image
+    from semcore.tables import as_uint8
+
+    if n < 1:
+        raise CommandError(f"-n {n}: must be ≥ 1")
+    options = sampler_settings((settings or {}) | {key: value for key, value in
+                                                    (("algorithm", algorithm), ("seed", seed)) if value is not None})
+    network, _ = _model_and_metadata(model)
+    device = resolve_device(device)
+    network.to(device)
+    config = network.config
+    shards = shards or (_run_shards(model) if isinstance(model, (str, Path)) else None)
+    start = None
+    if shards is not None or options["start"] != "grey":
+        if shards is None:
+            raise CommandError(f"start {options['start']} is made from the training images: give --shards (a "
+                               "workflow run's shards/), or --set start=grey")
+        try:
+            start = start_image(shard_paths(shards, "train"), options["start"])
+        except (FileNotFoundError, CorruptShard) as error:
+            raise CommandError(f"--shards {shards}: {error}") from None
+        if size is not None and size != start.shape[-1]:
+            raise CommandError(f"--size {size}: the images of {shards} are {start.shape[-1]} px")
+        size = start.shape[-1]
+    pixels = _one_image(target, size, config.in_channels, config.num_blocks)
+    conditioner = _model_input(pixels, device)
+    if start is None:
+        start = torch.full(conditioner.shape[1:], GREY)
+    goal = sampling.Target(images=conditioner, n_noise=options["n_noise"], top_k=options["top_k"])
+    rows = torch.zeros(n, dtype=torch.long, device=device)
+    generator = seeded_generator(options["seed"], "self-guided", device)
+    samples = sampling.draw(network, goal, rows, start.to(device), guided=True, algorithm=options["algorithm"],
+                            schedule=options["schedule"], ascent_options=resolved_ascent(options["ascent"]),
+                            matching=options["matching"], generator=generator)
+    score_sigma = sampler_final_sigma(options)  # where the workflow scores samples
+    with torch.no_grad():
+        wanted = goal.phi(network, rows[:1], torch.full((1,), score_sigma, device=device), generator, Counter())
+        got = noise_averaged_means(network, samples.images, score_sigma, options["n_noise"], generator)["M"]
+    errors = sampling.relative_error(got, wanted.expand_as(got)).cpu().numpy()
+    images = as_uint8(samples.images)
+    if grid is not None:
+        from semcore.files import atomic
+
+        from semcore.figures import grid as tiled
+
+        canvas = tiled([[pixels, *images]], scale=max(1, GRID_PIXELS // pixels.shape[0]))
+        Path(grid).parent.mkdir(parents=True, exist_ok=True)
+        with atomic(grid) as tmp:
+            tmp.write_bytes(png_bytes(canvas))
+    return images, errors
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+def _format_info(summary: dict) -> str:
+    config = summary["config"]
+    lines = [f"model: {summary['path']} ({summary['format']} format)",
+             "architecture: " + ", ".join(f"{key} {value}" for key, value in config.items()),
+             f"parameters: {summary['parameters']:,}",
+             "receptive fields (px): " + ", ".join(f"{name} {px}" for name, px in summary["receptive_fields"].items())]
+    training = summary["training"]
+    if training is None:
+        return "\n".join(lines + ["training: no log.jsonl beside the model"])
+    if training["imported"]:
+        lines.append("training: imported by the workflow (model.pretrained), not trained here")
+    else:
+        speed = f"{training['img_per_s']:.0f} img/s (median)" if training["img_per_s"] is not None else "no img/s"
+        loss = f"{training['final_loss']:.4g}" if training["final_loss"] is not None else "none"
+        lines.append(f"training: {training['steps']:,} steps, final loss {loss}, {speed}, "
+                     f"{training['resumes']} resume(s)")
+    if training["psnr"]:
+        psnr = [f"σ {sigma:g}: {noisy:.2f} → {clean:.2f} dB" for sigma, (noisy, clean) in training["psnr"].items()]
+        lines.append(f"test PSNR at step {training['psnr_step']:,}: " + "; ".join(psnr))
+    return "\n".join(lines)
+
+
+def _run_info(args) -> None:
+    print(_format_info(info(args.model)))
+
+
+def _run_phi(args) -> None:
+    table = phi_of_images(args.model, args.images, args.sigma, n_noise=args.n_noise, seed=args.seed, size=args.size,
+                          device=args.device)
+    write_phi_table(table, args.output)
+    print(f"wrote {args.output}: {table.key.nunique()} images × {table.sigma.nunique()} σ, "
+          f"{len(table.phi.iloc[0])} channels")
+
+
+def _run_neighbours(args) -> None:
+    table = neighbours(args.phi, args.image, k=args.k, sigma=args.sigma, model=args.model, size=args.size,
+                       device=args.device)
+    print(f"σ {table.attrs['sigma']:g}")
+    print(table.to_string(index=False))
+
+
+def _settings(pairs: list[str]) -> dict:
+    """--set KEY=VALUE pairs (dotted keys, YAML values) as a nested dict."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise CommandError(f"--set {pair}: write KEY=VALUE, e.g. schedule.steps=20")
+        *sections, name = key.split(".")
+        node = settings
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = yaml.safe_load(value)
+    return settings
+
+
+def _run_sample(args) -> None:
+    chosen = {key: value for key, value in (("algorithm", args.algorithm), ("seed", args.seed)) if value is not None}
+    options = sampler_settings(_settings(args.set) | chosen)
+    steps = "schedule" if options["algorithm"] == "fixed" else "ascent"
+    shown = [f"{key} {options[key]}" for key in ("algorithm", "start", "n_noise", "top_k", "seed", steps, "matching")]
+    print("settings: " + ", ".join(shown))
+    images, errors = sample(args.model, args.target, args.n, settings=options, shards=args.shards, size=args.size,
+                            device=args.device, grid=args.output)
+    print(f"wrote {args.output}: the target and {len(images)} samples of {images.shape[1]}×{images.shape[2]} px")
+    for i, error in enumerate(errors):
+        print(f"sample {i}: relative φ error {error:.4f}")
+
+
+def _run_import(args) -> None:
+    out = import_authors(args.folder, args.output)
+    print(f"wrote {out}")
+    print(_format_info(info(out)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="semcore", formatter_class=formatter,
+        description="A trained UNet denoiser and its representation φ(x) = E_z[ā_mid(x + σz)] outside the workflow.",
+        epilog="example:\n  semcore info results/demo/model/model.pt\n  semcore neighbours results/demo/phi "
+               "photo.png -k 8\n\n`semcore COMMAND --help` tells more.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, run, summary, description, example):
+        sub = commands.add_parser(name, help=summary, description=description, epilog=f"example:\n  {example}",
+                                  formatter_class=formatter)
+        sub.set_defaults(run=run)
+        return sub
+
+    def model_argument(sub):
+        sub.add_argument("model", metavar="MODEL", help="a model.pt this package wrote, or the authors' folder "
+                                                          "(model.pt, exp_arguments.pkl) or their model.pt")
+
+    def device_option(sub):
+        sub.add_argument("--device", default="auto", metavar="DEVICE",
+                         help="auto (CUDA when available, else the CPU), cpu, cuda:1…")
+
+    def size_option(sub, default):
+        sub.add_argument("--size", type=int, metavar="N",
+                         help=f"centre-crop and resize images to N×N, as the workflow's data.size "
+                              f"(default: {default})")
+
+    sub = command("info", _run_info, "architecture, parameters, receptive fields, training summary",
+                  "Print a model's architecture, parameter count and the receptive field of every block; with a\n"
+                  "training log.jsonl beside it, the steps, final loss, last test PSNR at each σ, img/s, resumes.",
+                  "semcore info results/demo/model/model.pt")
+    model_argument(sub)
+
+    sub = command("phi", _run_phi, "φ of image files and folders, to Parquet",
+                  "φ(x_σ) = E_z[ā_mid(x + σz)] of image files and folders (read recursively, as the workflow's\n"
+                  "folder source reads them; unusable files are skipped with the reason), written as Parquet\n"
+                  "with the workflow's φ columns: key = the file's path; split = 'external'; label = the index\n"
+                  "of the file's first sub-folder under the folder given, in sorted order of all these names\n"
+                  "(-1 for files given alone or at a folder's top; the names are in the schema metadata,\n"
+                  "label_names); sigma; phi. semcore.phi.read_phi, pandas and DuckDB read it as the\n"
+                  "workflow's φ. The noise is seeded by --seed, the image's pixels and σ.",
+                  "semcore phi results/demo/model/model.pt photos/ extra.png --sigma 0.1 --sigma 0.3 -o phi.parquet")
+    model_argument(sub)
+    sub.add_argument("images", nargs="+", metavar="IMAGES", help="image files and folders")
+    sub.add_argument("--sigma", type=float, action="append", required=True, metavar="S",
+                     help="noise level (pixels in [0, 1]); repeat for several")
+    sub.add_argument("--n-noise", type=int, metavar="N",
+                     help="noise draws averaged (default: the workflow's phi.n_noise)")
+    sub.add_argument("--seed", type=int, metavar="N", help="default: the workflow's phi.seed")
+    size_option(sub, "each image's shorter side, down to a multiple of 2^levels")
+    sub.add_argument("-o", "--output", required=True, metavar="OUT.parquet")
+    device_option(sub)
+
+    sub = command("neighbours", _run_neighbours, "nearest neighbours in φ space",
+                  "The images nearest to IMAGE in φ space, from a workflow φ directory (results/<name>/phi) or\n"
+                  "a file of `semcore phi`: rank (0 first), key, label, distance. IMAGE is a key of the table\n"
+                  "or an image file, whose φ is computed with the model the table's metadata names (or\n"
+                  "--model), its n_noise and seed. An image in the table is its own nearest, at distance 0.",
+                  "semcore neighbours results/demo/phi file_0123abcd -k 8 --sigma 0.3")
+    sub.add_argument("phi", metavar="PHI_DIR", help="a φ directory or file")
+    sub.add_argument("image", metavar="IMAGE", help="a key of the φ table, or an image file")
+    sub.add_argument("-k", type=int, default=5, help="neighbours listed (default: %(default)s)")
+    sub.add_argument("--sigma", type=float, metavar="S",
+                     help="the σ of φ compared (default: the smallest σ > 0 in the table)")
+    sub.add_argument("--model", help="the model for an image file (default: the one the table's metadata names)")
+    size_option(sub, "the size `semcore phi` recorded, or the run's images', or the image's own")
+    device_option(sub)
+
+    sub = command("sample", _run_sample, "self-guided samples of one image",
+                  "Draw n images whose φ matches the target's, with the unconditional denoiser alone (the\n"
+                  "workflow's `sample` rule, semcore.sample). Settings: the workflow's sample.* defaults\n"
+                  "(semcore/config.schema.yaml; for the fixed sampler, the paper's), changed with --set; the\n"
+                  "settings used are printed. The start image (sample.start, the training images' mean colour)\n"
+                  "is made from --shards, by default the shards of the workflow run the model lies in;\n"
+                  "--set start=grey needs none. Writes a PNG: the target, then the samples; prints each\n"
+                  "sample's relative φ error at the sampler's final σ.",
+                  "semcore sample results/demo/model/model.pt --target photo.png -n 8 -o grid.png\n"
+                  "  semcore sample model.pt --target a.png --set start=grey --set schedule.steps=10 "
+                  "--set matching.max_iter=20 -o grid.png")
+    model_argument(sub)
+    sub.add_argument("--target", required=True, metavar="IMAGE", help="the conditioning image file")
+    sub.add_argument("-n", type=int, default=8, help="samples (default: %(default)s)")
+    sub.add_argument("--algorithm", choices=["fixed", "adaptive"], help="default: the workflow's sample.algorithm")
+    sub.add_argument("--seed", type=int, metavar="N", help="default: the workflow's sample.seed")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a sample.* setting, e.g. schedule.steps=20, matching.max_iter=50, n_noise=4, start=grey, "
+                          "ascent.h_schedule=true; repeat for several")
+    sub.add_argument("--shards", metavar="DIR",
+                     help="the training shards for the start image (default: the shards of the model's run)")
+    size_option(sub, "the shards' image size, or the target's own")
+    sub.add_argument("-o", "--output", required=True, metavar="grid.png")
+    device_option(sub)
+
+    sub = command("import-authors", _run_import, "the authors' denoiser to this package's model.pt",
+                  "Read the authors' trained UNet_flex (their folder with model.pt and exp_arguments.pkl, or\n"
+                  "its model.pt) and save it as this package's model.pt; then print its info.",
+                  "semcore import-authors denoisers/UNet_flex/imagenet/0to255_RF_84x84_… -o imagenet.pt")
+    sub.add_argument("folder", metavar="FOLDER", help="the authors' folder or model.pt")
+    sub.add_argument("-o", "--output", required=True, metavar="model.pt")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CommandError as error:
+        raise SystemExit(f"semcore {args.command}: {error}") from None
+
+
+if __name__ == "__main__":
+    main()
