@@ -5,7 +5,11 @@ CORES  ?= all
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+# The run's folder, results/<name>/: name as config.yaml sets it.
+NAME   := $(shell sed -n 's/^name: *\([^ #]*\).*/\1/p' config.yaml)
+REPORT := results/$(NAME)/report.html
+
+.PHONY: setup demo test bench report-screenshots clean
 
 setup: $(STAMP)
 
@@ -17,8 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The run, then its report: one self-contained HTML file (a .zip would be the other choice).
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report $(REPORT)
+
+# For a person to look at: a PNG of each page of the report (headless Chromium; Debian: apt-get install chromium).
+report-screenshots: setup
+	$(BIN)/python benchmarks/report_screenshots.py $(REPORT) results/$(NAME)/report_screenshots
 
 test: setup
 	$(BIN)/python -m pytest tests

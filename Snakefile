@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
@@ -24,6 +27,7 @@ rule all:
     default_target: True
     input:
         rules.shard.output.manifest,
+        rules.data_overview.output,
         rules.train.output.model,
         rules.train.output.curve,
         phi_files,

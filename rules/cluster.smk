@@ -16,8 +16,8 @@ rule kmeans:
         montage=report(
             f"{RESULTS}/figures/clusters/{{features}}-k{{k}}.png",
             caption="../report/clusters.rst",
-            category="Semantics",
-            subcategory="{features}",
+            category=report_category("Semantics"),
+            subcategory="Clusters: {features}",
         ),
     log:
         f"{RESULTS}/logs/kmeans/{{features}}-k{{k}}.log",
@@ -52,7 +52,7 @@ rule neighbours:
         code=script_code("neighbours"),
     output:
         table=f"{RESULTS}/clusters/neighbours.parquet",
-        figure=figure("neighbours", "Semantics"),
+        figure=figure("neighbours", "Semantics", "Nearest neighbours"),
     log:
         f"{RESULTS}/logs/neighbours.log",
     benchmark:
@@ -105,7 +105,13 @@ rule semantic_scores:
         code=script_code("semantic_scores"),
     output:
         table=f"{RESULTS}/clusters/semantic_scores.parquet",
-        figure=figure("semantic_scores", "Semantics"),
+        figure=figure("semantic_scores", "Semantics", "Scores"),
+        summary=report(
+            f"{RESULTS}/tables/semantic_scores.html",
+            caption="../report/semantic_scores_table.rst",
+            category=report_category("Semantics"),
+            subcategory="Scores",
+        ),
     log:
         f"{RESULTS}/logs/semantic_scores.log",
     benchmark:

@@ -39,6 +39,7 @@ wildcard_constraints:
 
 # Rules of seconds and little memory run in the Snakemake process itself, never as cluster jobs.
 localrules:
+    data_overview,
     sparsity,
     stability,
     emergence,
@@ -235,8 +236,33 @@ def stats_path(name):
     return f"{RESULTS}/stats/{name}.parquet"
 
 
-def figure(name, category):
-    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category)
+# The report's categories, in the order of the analysis.
+REPORT_CATEGORIES = [
+    "Data",
+    "Training",
+    "Sparsity",
+    "Stability",
+    "Selectivity",
+    "Subspaces",
+    "Semantics",
+    "Emergence",
+    "Sampling",
+    "Findings",
+]
+
+
+def report_category(name):
+    """The report lists its categories alphabetically: numbered ("03 Sparsity"), they keep this order."""
+    return f"{REPORT_CATEGORIES.index(name) + 1:02d} {name}"
+
+
+def figure(name, category, subcategory=None):
+    return report(
+        f"{RESULTS}/figures/{name}.png",
+        caption=f"../report/{name}.rst",
+        category=report_category(category),
+        subcategory=subcategory,
+    )
 
 
 # Used by rules/cluster.smk.
@@ -301,13 +327,6 @@ def sample_tables(kind):
 
 def train_phi_files(wildcards):
     return [path for path in phi_files(wildcards) if Path(path).name.startswith("train-")]
-
-
-def score_sigma():
-    """Guided and unconditional samples are scored at the guided sampler's final σ."""
-    if SAMPLE["algorithm"] == "fixed":
-        return SAMPLE["schedule"]["sigma_min"]
-    return SAMPLE["ascent"]["sigma_final"]
 
 
 # Used by rules/gist.smk.

@@ -29,3 +29,25 @@ checkpoint shard:
         seed=config["data"]["seed"],
     script:
         "../workflow_scripts/shard.py"
+
+
+rule data_overview:
+    input:
+        shards=rules.shard.output.shards,
+        manifest=rules.shard.output.manifest,
+        code=script_code("data_overview"),
+    output:
+        figure=figure("data", "Data"),
+    log:
+        f"{RESULTS}/logs/data_overview.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        labels=8,  # the first labels shown, each by its first images
+        examples=6,
+    script:
+        "../workflow_scripts/data_overview.py"

@@ -14,7 +14,7 @@ rule findings:
     output:
         table=f"{RESULTS}/findings.parquet",
         markdown=f"{RESULTS}/findings.md",
-        html=report(f"{RESULTS}/findings.html", caption="../report/findings.rst", category="Findings"),
+        html=report(f"{RESULTS}/findings.html", caption="../report/findings.rst", category=report_category("Findings")),
     log:
         f"{RESULTS}/logs/findings.log",
     conda:

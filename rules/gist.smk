@@ -47,7 +47,12 @@ rule gist_scores:
         figure=report(
             f"{RESULTS}/figures/gist_agreement.png",
             caption="../report/gist_agreement.rst",
-            category="Sampling",
+            category=report_category("Sampling"),
+        ),
+        summary=report(
+            f"{RESULTS}/tables/gist.html",
+            caption="../report/gist_table.rst",
+            category=report_category("Sampling"),
         ),
     log:
         f"{RESULTS}/logs/gist_scores.log",

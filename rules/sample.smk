@@ -36,7 +36,7 @@ rule sample:
         schedule=SAMPLE["schedule"] if SAMPLE["algorithm"] == "fixed" else None,
         ascent=semcore_config.resolved_ascent(SAMPLE["ascent"]) if SAMPLE["algorithm"] == "adaptive" else None,
         matching=SAMPLE["matching"],
-        score_sigma=score_sigma(),
+        score_sigma=semcore_config.sampler_final_sigma(SAMPLE),
         phi_sigmas=config["phi"]["sigmas"],
         phi_n_noise=config["phi"]["n_noise"],
         device=config["device"],
@@ -73,12 +73,12 @@ rule sample_summary:
             directory(f"{RESULTS}/figures/samples"),
             patterns=["{name}.png"],
             caption="../report/sample_grids.rst",
-            category="Sampling",
+            category=report_category("Sampling"),
         ),
         figure=report(
             f"{RESULTS}/figures/sample_phi_error.png",
             caption="../report/sample_phi_error.rst",
-            category="Sampling",
+            category=report_category("Sampling"),
         ),
     log:
         f"{RESULTS}/logs/sample_summary.log",

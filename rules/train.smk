@@ -20,7 +20,7 @@ rule train:
         curve=report(
             f"{RESULTS}/figures/training_curve.png",
             caption="../report/training_curve.rst",
-            category="Training",
+            category=report_category("Training"),
         ),
     log:
         f"{RESULTS}/logs/train.log",

@@ -1,110 +1,213 @@
-"""Figures of the pipeline's outputs (matplotlib, Agg backend: no display needed)."""
+"""Figures of the pipeline's outputs (matplotlib, Agg backend: no display needed).
+
+Every figure is drawn at a paper's column width (COLUMN) in one style (STYLE, set on import: 7-pt text),
+so that it reads at that size in print and in the Snakemake report: panels are stacked rather than set
+side by side and shrunk."""
 
 from __future__ import annotations
 
+import html
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
+from semcore.features import parse as parse_feature_set  # noqa: E402
 from semcore.files import atomic  # noqa: E402
 
+COLUMN = 3.3  # inches: one column of a two-column paper
+STYLE = {
+    "font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "xtick.labelsize": 6.5, "ytick.labelsize": 6.5,
+    "legend.fontsize": 6.5, "legend.title_fontsize": 6.5, "figure.titlesize": 8, "figure.labelsize": 7,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.titlepad": 3, "lines.linewidth": 1.2,
+    "lines.markersize": 3, "legend.frameon": False, "legend.handlelength": 1.6, "legend.borderaxespad": 0.2,
+    "figure.constrained_layout.use": True, "savefig.dpi": 300, "image.interpolation": "nearest",
+}
+plt.rcParams.update(STYLE)
 
-def training_curve(log: pd.DataFrame, path: str) -> None:
-    """Loss against step, and test PSNR of the denoised against the noisy input at each eval σ (an imported
-    network has no loss: its panel says so)."""
-    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    steps = log[log.kind == "train"]
-    if len(steps):
-        ax_loss.plot(steps.step, steps.loss, lw=1)
-        ax_loss.set(yscale="log")
-    else:
-        imported = log[log.kind == "import"].iloc[0]
-        ax_loss.text(0.5, 0.5, f"imported ({imported.format} format),\nnot trained here", ha="center", va="center",
-                     transform=ax_loss.transAxes)
-    ax_loss.set(xlabel="step", ylabel="loss (Σ squared error per image)", title="training loss")
-    evals = log[log.kind == "eval"]
-    for (sigma, rows), colour in zip(evals.groupby("sigma"), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        ax_psnr.plot(rows.step, rows.psnr_denoised, "o-", color=colour, label=f"denoised, σ={sigma:g}")
-        ax_psnr.axhline(rows.psnr_noisy.iloc[-1], color=colour, ls="--", lw=1, label=f"noisy input, σ={sigma:g}")
-    ax_psnr.set(xlabel="step", ylabel="test PSNR (dB)", title="denoising on the test split")
-    ax_psnr.legend(fontsize=8)
-    save(fig, path)
+# Units, said the same way on every axis.
+SIGMA = "(noise std, pixels in [0, 1])"  # after a σ
+PR = "participation ratio (0–1)"
+STEP = "training step"
+MIDDLE, OTHER = "tab:green", "tab:blue"  # the middle block (φ's) against the others
+KIND_COLOURS = {"phi": plt.cm.Greens, "untrained": plt.cm.Greys, "pixels": plt.cm.Oranges}
 
 
-def _panels(n: int, width: float = 2.6, height: float = 2.4):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), constrained_layout=True, squeeze=False)
-    return fig, axes[0]
-
-
-def save(fig, path: str, dpi: int = 120) -> None:
+def save(fig, path: str, dpi: int = 300) -> None:
     with atomic(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=Path(path).suffix[1:])
     plt.close(fig)
 
 
-def block_pr_histograms(table: pd.DataFrame, sigma: float, path: str) -> None:
-    """Per block, the histogram of per-image participation ratios (paper fig. 1)."""
-    blocks = list(dict.fromkeys(table.block))
-    fig, axes = _panels(len(blocks))
-    for ax, block in zip(axes, blocks):
-        pr = table[table.block == block].pr.dropna()
-        ax.hist(pr, bins=30, range=(0, 1), color="tab:green" if block == "M" else "tab:blue")
-        ax.set(title=f"{block}: mean PR {pr.mean():.2f}", xlabel="participation ratio", xlim=(0, 1))
-    axes[0].set_ylabel("images")
-    fig.suptitle(f"Sparsity of the channel means ā per block (σ = {sigma:g})")
-    save(fig, path)
-
-
-def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
-    """Mean cosine similarity of ā(x_σ1) and ā(x_σ2) against σ2, one line per block (paper fig. 2)."""
-    fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
-    for block, rows in table.groupby("block", sort=False):
-        curve = rows.groupby("sigma").cosine.mean()
-        ax.plot(curve.index, curve.to_numpy(), "o-", lw=2.5 if block == "M" else 1.2, label=block)
-    ax.set(xlabel="σ2", ylabel=f"cos(ā(x_σ1), ā(x_σ2)), σ1 = {sigma1:g}", title="Stability across noise levels")
-    ax.legend(fontsize=8)
-    save(fig, path)
-
-
-def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> None:
-    """The distribution of per-channel PR across images with the selective / non-selective split (fig. 3)."""
-    fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
-    pr = table.pr.dropna()
-    ax.hist([pr[pr < threshold], pr[pr >= threshold]], bins=30, range=(0, 1), stacked=True,
-            color=["tab:orange", "tab:gray"], label=[f"selective ({(pr < threshold).sum()})",
-                                                     f"non-selective ({(pr >= threshold).sum()})"])
-    ax.axvline(threshold, color="k", ls="--", lw=1)
-    ax.set(xlabel="participation ratio of a channel across images", ylabel="channels",
-           title=f"Channel selectivity (threshold {threshold:.2f})")
-    ax.legend(fontsize=8)
-    save(fig, path)
-
-
 def _note(text: str, path: str) -> None:
     """A figure that says why there is nothing to plot."""
-    fig, ax = plt.subplots(figsize=(5, 1.5))
+    fig, ax = plt.subplots(figsize=(COLUMN, 1.0))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
     save(fig, path)
 
 
-def montage(rows: list[tuple[str, list]], path: str) -> None:
-    """One row of images per title: e.g. the images that activate a channel most."""
+def _wrap(text: str, width: int, lines: int = 2) -> str:
+    """Text in lines of `width` characters, at most `lines` per paragraph, breaking after a "/" too
+    ("stripes/square")."""
+    return "\n".join(textwrap.fill(part.replace("/", "/ "), width, max_lines=lines, placeholder="…")
+                     .replace("/ ", "/") for part in str(text).split("\n"))
+
+
+def _colours(n: int, skip: str | None = None) -> list[str]:
+    """n colours of the default cycle, leaving out one kept for something else."""
+    cycle = [c for c in map(matplotlib.colors.to_hex, plt.rcParams["axes.prop_cycle"].by_key()["color"])
+             if c != matplotlib.colors.to_hex(skip or "w")]
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def _log_axis(axis) -> None:
+    """Ticks of a log-scale axis at 1, 2 and 5 × 10ⁿ, written as plain numbers (50, not 5×10¹)."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def training_curve(log: pd.DataFrame, path: str) -> None:
+    """Loss against step (top) and test PSNR of the denoised against the noisy input at each eval σ
+    (bottom); an imported network has no loss: its panel says so."""
+    fig, (ax_loss, ax_psnr) = plt.subplots(2, 1, figsize=(COLUMN, 3.6), sharex=True)
+    steps = log[log.kind == "train"]
+    if len(steps):
+        ax_loss.plot(steps.step, steps.loss)
+        ax_loss.set(yscale="log")
+        _log_axis(ax_loss.yaxis)
+    else:
+        imported = log[log.kind == "import"].iloc[0]
+        ax_loss.text(0.5, 0.5, f"imported ({imported.format} format),\nnot trained here", ha="center", va="center",
+                     transform=ax_loss.transAxes)
+    ax_loss.set(ylabel="loss per image\n(Σ squared error, log scale)", title="Training loss")
+    evals = log[log.kind == "eval"]
+    handles = []
+    for (sigma, rows), colour in zip(evals.groupby("sigma"), _colours(evals.sigma.nunique())):
+        ax_psnr.plot(rows.step, rows.psnr_denoised, "o-", color=colour)
+        ax_psnr.axhline(rows.psnr_noisy.iloc[-1], color=colour, ls="--", lw=0.8)
+        handles.append(Line2D([], [], color=colour, label=f"σ = {sigma:g}"))
+    handles += [Line2D([], [], color="k", marker="o", label="denoised"),
+                Line2D([], [], color="k", ls="--", lw=0.8, label="noisy input")]
+    ax_psnr.set(xlabel=STEP, ylabel="test PSNR (dB)", title="Denoising the test split")
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)))
+    save(fig, path)
+
+
+def block_pr_histograms(table: pd.DataFrame, sigma: float, path: str) -> None:
+    """Per block, the histogram of per-image participation ratios, the mean dotted (paper fig. 1)."""
+    blocks = list(dict.fromkeys(table.block))
+    columns = 2 if len(blocks) <= 4 else 3
+    rows = math.ceil(len(blocks) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(COLUMN, 0.45 + 1.0 * rows), sharex=True, squeeze=False)
+    for ax, block in zip(axes.flat, blocks):
+        pr = table[table.block == block].pr.dropna()
+        ax.hist(pr, bins=20, range=(0, 1), color=MIDDLE if block == "M" else OTHER)
+        ax.axvline(pr.mean(), color="k", ls=":", lw=0.8)
+        ax.set(title=f"{block}: mean {pr.mean():.2f}", xlim=(0, 1), xticks=[0, 0.5, 1])
+        ax.tick_params(labelbottom=True)
+    for ax in axes.flat[len(blocks):]:
+        ax.axis("off")
+    fig.supxlabel("participation ratio of ā (0–1; lower: sparser)")
+    fig.supylabel("images")
+    fig.suptitle(f"Sparsity per block (σ = {sigma:g}; M: the middle block)")
+    save(fig, path)
+
+
+def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
+    """Mean cosine similarity of ā(x_σ1) and ā(x_σ2) against σ2, one line per block (paper fig. 2)."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
+    blocks = list(dict.fromkeys(table.block))
+    colours = iter(_colours(len(blocks), skip=MIDDLE))
+    for block in blocks:
+        curve = table[table.block == block].groupby("sigma").cosine.mean()
+        middle = block == "M"
+        ax.plot(curve.index, curve.to_numpy(), "o-", lw=2.2 if middle else 1, color=MIDDLE if middle else next(colours),
+                label=block, zorder=1.5 if middle else 2)  # thick, so beneath: the others stay visible
+    ax.axvline(sigma1, color="0.5", ls=":", lw=0.8)
+    ax.annotate("σ₁", (sigma1, 0), xycoords=("data", "axes fraction"), xytext=(2, 2), textcoords="offset points")
+    ax.set(xlabel=f"σ₂ {SIGMA}", ylabel="cosine similarity of ā at σ₁ and σ₂",
+           title=f"Stability across noise levels (σ₁ = {sigma1:g})")
+    ax.legend(title="block", ncol=2)
+    save(fig, path)
+
+
+def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> None:
+    """The distribution of per-channel PR across images with the selective / non-selective split (fig. 3)."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+    pr = table.pr.dropna()
+    ax.hist([pr[pr < threshold], pr[pr >= threshold]], bins=30, range=(0, 1), stacked=True,
+            color=["tab:orange", "tab:gray"], label=[f"selective ({(pr < threshold).sum()})",
+                                                     f"non-selective ({(pr >= threshold).sum()})"])
+    ax.axvline(threshold, color="k", ls="--", lw=0.8)
+    ax.annotate(f"threshold {threshold:.2f}", (threshold, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                textcoords="offset points", va="top")
+    ax.set(xlabel=f"{PR} of a channel across images", ylabel="channels", xlim=(0, 1),
+           title="Channel selectivity of the middle block")
+    ax.legend(loc="upper center")
+    save(fig, path)
+
+
+# Montage geometry, in inches: the row titles' column, the largest image, the space of a label below one.
+TITLE_WIDTH, MAX_CELL, LABEL_HEIGHT, HEADER_HEIGHT = 0.85, 0.45, 0.2, 0.16
+
+
+def _image_rows(fig, top: float, rows: list[tuple[str, list]], labels: list[list[str]] | None,
+                columns: list[str] | None, cell: float) -> None:
+    """Draws `rows` (title, images; None leaves a cell empty) on fig from `top` inches below its top edge
+    down: each row's title on its left, `columns` above the first row, each image's label (`labels`)
+    below it."""
+    width, height = fig.get_size_inches()
+    row_height = cell + (LABEL_HEIGHT if labels else 0)
+    if columns:
+        for j, name in enumerate(columns[:max(len(images) for _, images in rows)]):  # not over empty columns
+            fig.text((TITLE_WIDTH + (j + 0.5) * cell) / width, 1 - (top + HEADER_HEIGHT - 0.02) / height,
+                     _wrap(name, 12, 1), ha="center", va="bottom", fontsize=6)
+        top += HEADER_HEIGHT
+    for i, (title, images) in enumerate(rows):
+        y = top + i * row_height + cell  # the images' bottom edge, from the top
+        fig.text((TITLE_WIDTH - 0.06) / width, 1 - (y - cell / 2) / height, _wrap(title, 14, 3), ha="right",
+                 va="center", fontsize=6.5)
+        for j, image in enumerate(images):
+            if image is None:
+                continue
+            ax = fig.add_axes([(TITLE_WIDTH + j * cell + 0.02) / width, 1 - (y - 0.02) / height,
+                               (cell - 0.04) / width, (cell - 0.04) / height])
+            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+            ax.axis("off")
+            if labels:
+                ax.text(0.5, -0.04, _wrap(labels[i][j], 9), transform=ax.transAxes, ha="center", va="top",
+                        fontsize=5.5, linespacing=1.0)
+
+
+def _montage_size(rows: list[tuple[str, list]]) -> tuple[float, float]:
+    """(cell, figure width) for rows of images in a column's width, images at most MAX_CELL inches."""
+    cell = min(MAX_CELL, (COLUMN - TITLE_WIDTH) / max(len(images) for _, images in rows))
+    return cell, TITLE_WIDTH + cell * max(len(images) for _, images in rows) + 0.05
+
+
+def montage(rows: list[tuple[str, list]], path: str, columns: list[str] | None = None,
+            labels: list[list[str]] | None = None, title: str | None = None) -> None:
+    """One row of images per (title, images), the title on its left: e.g. the images that activate a
+    channel most; None leaves a cell empty. `columns` names the columns ("query", "1"…), `labels` each
+    image (one list of strings per row: its label, drawn below it), `title` the figure."""
     if not rows:
         return _note("no channel to show", path)
-    columns = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 1.5, 1.25 * len(rows)), squeeze=False)
-    for (title, images), line in zip(rows, axes):
-        for ax in line:
-            ax.axis("off")
-        for ax, image in zip(line, images):
-            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
-        line[0].set_title(title, fontsize=8, loc="left")
-    fig.tight_layout()
+    cell, width = _montage_size(rows)
+    title = _wrap(title, int(width * 14), 3) if title else ""  # ~14 characters of 8 pt to the inch
+    heading = 0.08 + 0.15 * len(title.splitlines())
+    used = (HEADER_HEIGHT if columns else 0) + len(rows) * (cell + (LABEL_HEIGHT if labels else 0))
+    fig = plt.figure(figsize=(width, heading + used + 0.04), layout="none")
+    fig.suptitle(title, y=1 - 0.04 / (heading + used + 0.04), va="top")
+    _image_rows(fig, heading, rows, labels, columns, cell)
     save(fig, path)
 
 
@@ -113,58 +216,110 @@ def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, path: str) ->
     if groups.empty:
         return _note("fewer than two groups of images share active selective channels\n"
                      "(lower stats.min_group_size or stats.active_fraction)", path)
-    fig, (ax_dim, ax_angle) = _panels(2, width=4.0, height=3.2)
-    kinds = ["active channels", "shuffled"]
-    ax_dim.boxplot([groups[groups.kind == k].pr_dimension for k in kinds], tick_labels=kinds)
-    ax_dim.set(ylabel="participation dimension of φ", title="dimension per group")
-    ax_angle.boxplot([pairs[pairs.kind == k].mean_angle for k in kinds], tick_labels=kinds)
-    ax_angle.set(ylabel="mean principal angle (°)", title="angle between groups")
+    fig, (ax_dim, ax_angle) = plt.subplots(1, 2, figsize=(COLUMN, 2.2))
+    kinds, names = ["active channels", "shuffled"], ["same active\nchannels", "shuffled"]
+    for ax, values, ylabel, title in (
+            (ax_dim, [groups[groups.kind == k].pr_dimension for k in kinds], "effective dimension of φ",
+             f"per group ({(groups.kind == kinds[0]).sum()})"),
+            (ax_angle, [pairs[pairs.kind == k].mean_angle for k in kinds], "mean principal angle (°)",
+             f"between groups ({(pairs.kind == kinds[0]).sum()} pairs)")):
+        ax.boxplot(values, tick_labels=names, widths=0.5, medianprops={"color": "k"},
+                   flierprops={"markersize": 2})
+        ax.set(ylabel=ylabel, title=title)
+    fig.suptitle("Union of subspaces: images grouped by active selective channels")
     save(fig, path)
 
 
-def factor_heatmap(table: pd.DataFrame, path: str, top: int = 20) -> None:
+def factor_heatmap(table: pd.DataFrame, path: str, top: int = 12) -> None:
     """Mutual information of channels (the `top` most informative) with each ground-truth factor."""
     matrix = table.pivot(index="factor", columns="channel", values="mutual_information")
     matrix = matrix[matrix.max().sort_values(ascending=False).index[:top]]
-    fig, ax = plt.subplots(figsize=(0.35 * matrix.shape[1] + 2.5, 0.35 * len(matrix) + 1.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(COLUMN, 0.9 + 0.2 * len(matrix)))
     image = ax.imshow(matrix.to_numpy(), cmap="viridis", aspect="auto")
     ax.set(xticks=range(matrix.shape[1]), xticklabels=matrix.columns, yticks=range(len(matrix)),
-           yticklabels=matrix.index, xlabel="channel", title="Mutual information (nats): channel ↔ factor")
-    ax.tick_params(axis="x", labelsize=7)
-    fig.colorbar(image, ax=ax)
+           yticklabels=matrix.index, xlabel=f"middle-block channel (the {matrix.shape[1]} most informative)",
+           title="Which channel encodes which scene factor")
+    ax.tick_params(axis="x", labelsize=6)
+    ax.spines[:].set_visible(False)
+    fig.colorbar(image, ax=ax, label="mutual information (nats)", shrink=0.9)
     save(fig, path)
+
+
+def feature_set_name(name: str) -> str:
+    """"phi-s0.1" → "φ, σ=0.1"; "untrained-s0.1" → "untrained φ, σ=0.1"; "pixels" → "pixels"."""
+    kind, sigma = parse_feature_set(name)
+    return kind if sigma is None else f"{'untrained φ' if kind == 'untrained' else 'φ'}, σ={sigma:g}"
+
+
+def _feature_colours(names: list[str]) -> dict[str, tuple]:
+    """A shade of its kind's colour map per feature set: φ green, untrained φ grey, pixels orange."""
+    kinds = [parse_feature_set(name)[0] for name in names]
+    return {name: KIND_COLOURS[kind](0.75 - 0.3 * kinds[:i].count(kind) / max(1, kinds.count(kind)))
+            for i, (name, kind) in enumerate(zip(names, kinds))}
+
+
+def _feature_order(names) -> list[str]:
+    """φ first, then untrained φ, then pixels."""
+    return sorted(names, key=lambda name: (("phi", "untrained", "pixels").index(parse_feature_set(name)[0]), name))
 
 
 def semantic_scores(table: pd.DataFrame, path: str) -> None:
-    """NMI of the k-means clusters at each k and the linear-probe accuracy, per target, one bar per
+    """AMI of the k-means clusters at each k and the linear-probe accuracy, per target, one bar per
     feature set: how much of each target φ recovers, against pixels and the untrained network."""
-    panels = [(f"k-means, k={k}: NMI", (table.method == "k-means") & (table.k == k) & (table.metric == "nmi"))
+    panels = [(f"k-means, k = {k}", "AMI (0: chance)",
+               (table.method == "k-means") & (table.k == k) & (table.metric == "ami"))
               for k in sorted(table.k.dropna().unique())]
-    panels.append(("linear probe: test accuracy", table.method == "linear probe"))
-    fig, axes = _panels(len(panels), width=4.2, height=3.4)
-    for ax, (title, rows) in zip(axes, panels):
-        matrix = table[rows.to_numpy()].pivot(index="target", columns="features", values="value")
-        matrix.plot.bar(ax=ax, rot=45, width=0.8, legend=ax is axes[-1])
-        ax.set(title=title, xlabel="", ylim=(0, 1))
-    axes[-1].legend(fontsize=7, title="features", title_fontsize=7)
+    panels.append(("linear probe", "test accuracy (0–1)", table.method == "linear probe"))
+    names = _feature_order(table.features.unique())
+    colours = _feature_colours(names)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(COLUMN, 0.7 + 1.3 * len(panels)), sharex=True, squeeze=False)
+    targets = list(dict.fromkeys(table.target))
+    width = 0.8 / len(names)
+    for ax, (title, ylabel, rows) in zip(axes[:, 0], panels):
+        values = table[rows.to_numpy()].pivot_table(index="target", columns="features", values="value").reindex(targets)
+        for i, name in enumerate(names):
+            ax.bar(np.arange(len(targets)) + (i - (len(names) - 1) / 2) * width, values.get(name), width,
+                   color=colours[name], label=feature_set_name(name))
+        ax.set(title=title, ylabel=ylabel, ylim=(min(0, np.nanmin(values.to_numpy(), initial=0)), 1))
+        ax.axhline(0, color="k", lw=0.5)
+    axes[-1, 0].set_xticks(range(len(targets)), targets, rotation=40, ha="right", rotation_mode="anchor")
+    axes[-1, 0].set_xlabel("target: the label or a scene factor")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=min(3, len(names)))
     save(fig, path)
 
 
+def semantic_scores_summary(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The semantic scores to read at a glance: a table per measure (k-means AMI at each k, linear-probe
+    accuracy), a row per target, a column per feature set, φ first."""
+    sections = [(f"k-means, k = {k}: AMI with each target (0: chance, 1: the same partition)",
+                 (table.method == "k-means") & (table.k == k) & (table.metric == "ami"))
+                for k in sorted(table.k.dropna().unique())]
+    sections.append(("Linear probe: test accuracy per target", table.method == "linear probe"))
+    tables = []
+    for heading, rows in sections:
+        values = table[rows.to_numpy()].pivot_table(index="target", columns="features", values="value", sort=False)
+        values = values[_feature_order(values.columns)].rename(columns=feature_set_name)
+        tables.append((heading, values.rename_axis(index=None, columns=None)))
+    return tables
+
+
 def sample_phi_error(table: pd.DataFrame, path: str) -> None:
-    """Per target, the relative φ error of self-guided against unconditional samples; and the guided
-    samples' matching error along their σ schedule."""
-    fig, (ax_error, ax_schedule) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for offset, (method, rows) in zip((-0.15, 0.15), table.groupby("method", sort=False)):
-        ax_error.scatter(rows.target + offset, rows.phi_error, s=14, label=method)
-    ax_error.set(xlabel="target", ylabel="‖φ(x̂) − φ*‖ / ‖φ*‖", yscale="log",
-                 title=f"φ error at σ = {table.score_sigma.iloc[0]:g}")
+    """Per target, the relative φ error of self-guided against unconditional samples (top); the guided
+    samples' matching error along their σ schedule (bottom)."""
+    fig, (ax_error, ax_schedule) = plt.subplots(2, 1, figsize=(COLUMN, 3.8))
+    for offset, (method, rows) in zip((-0.12, 0.12), table.groupby("method", sort=False)):
+        ax_error.scatter(rows.target + offset, rows.phi_error, s=8, label=method)
+    ax_error.set(xlabel="target (conditioning image)", ylabel="relative φ error (log)", yscale="log",
+                 title=f"‖φ(x̂) − φ*‖ / ‖φ*‖ at σ = {table.score_sigma.iloc[0]:g}")
     ax_error.set_xticks(sorted(table.target.unique()))
-    ax_error.legend(fontsize=8)
+    _log_axis(ax_error.yaxis)
+    ax_error.legend(title="samples")
     guided = table[table.method == "self-guided"]
     for sigma, error in zip(guided.schedule_sigma, guided.schedule_phi_error):
-        ax_schedule.plot(sigma, error, lw=0.8, alpha=0.6, color="tab:blue")
-    ax_schedule.set(xlabel="σ", ylabel="relative φ error after matching", yscale="log",
-                    title="self-guided: matching along the schedule")
+        ax_schedule.plot(sigma, error, lw=0.7, alpha=0.6, color="tab:blue")
+    ax_schedule.set(xlabel=f"σ {SIGMA}", ylabel="relative φ error (log)", yscale="log",
+                    title="Self-guided: error along the σ schedule")
+    _log_axis(ax_schedule.yaxis)
     ax_schedule.invert_xaxis()
     save(fig, path)
 
@@ -177,31 +332,144 @@ def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
     sigma = table[table.method == "φ"].sigma.min()
     k = table.k.max()
     targets = list(dict.fromkeys(table[table.method == "linear probe"].target))  # the label, categorical factors
-    colours = dict(zip(targets, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, axes = _panels(4, width=3.2, height=2.9)
-    panels = [("denoiser", "test PSNR (dB)", "denoising"), ("φ", "mean participation ratio", f"sparsity of φ (σ={sigma:g})"),
-              ("k-means", "AMI", f"k-means, k={k} (σ={sigma:g})"), ("linear probe", "test accuracy", f"linear probe (σ={sigma:g})")]
-    for ax, (method, ylabel, title) in zip(axes, panels):
+    colours = dict(zip(targets, _colours(len(targets))))
+    fig, axes = plt.subplots(2, 2, figsize=(COLUMN, 3.6), sharex=True)
+    panels = [("denoiser", "test PSNR (dB)", "Denoising"), ("φ", "mean PR of φ (0–1)", "Sparsity of φ"),
+              ("k-means", "AMI (0: chance)", f"k-means, k = {k}"),
+              ("linear probe", "test accuracy (0–1)", "Linear probe")]
+    linthresh = max(1, min([s for s in steps if s > 0], default=1))
+    for ax, (method, ylabel, title) in zip(axes.flat, panels):
         rows = table[table.method == method]
         if method == "denoiser":
-            for s, line in rows.groupby("sigma"):
-                ax.plot(line.step, line.value, "o-", ms=3, label=f"noise σ={s:g}")
+            noise_levels = rows.groupby("sigma")
+            shades = plt.cm.Purples(np.linspace(0.9, 0.5, noise_levels.ngroups))  # not the targets' colours
+            for (s, line), colour in zip(noise_levels, shades):
+                ax.plot(line.step, line.value, "o-", color=colour, label=f"σ = {s:g}")
+            ax.legend(loc="upper left", title="noise")
         elif method == "φ":
             line = rows[rows.sigma == sigma]
-            ax.plot(line.step, line.value, "o-", ms=3, color="tab:green", label="φ")
+            ax.plot(line.step, line.value, "o-", color="0.25")
         else:
             metric = "ami" if method == "k-means" else "probe accuracy"
             rows = rows[(rows.sigma == sigma) & (rows.metric == metric) & (rows.k.isna() | (rows.k == k))]
             base = pixels[(pixels.method == method) & (pixels.metric == metric) & (pixels.k.isna() | (pixels.k == k))]
             for target in targets:
                 line = rows[rows.target == target]
-                ax.plot(line.step, line.value, "o-", ms=3, color=colours[target], label=target)
-                ax.axhline(base[base.target == target].value.mean(), color=colours[target], ls="--", lw=1)
-        linthresh = max(1, min([s for s in steps if s > 0], default=1))
-        ax.set(title=title, xlabel="training step (symlog)", ylabel=ylabel)
+                ax.plot(line.step, line.value, "o-", color=colours[target], label=target)
+                ax.axhline(base[base.target == target].value.mean(), color=colours[target], ls="--", lw=0.8)
+        ax.set(title=title, ylabel=ylabel)
         ax.set_xscale("symlog", linthresh=linthresh)
+        if len(steps) <= 6:  # the steps analysed, where they fit; else the decades
+            ax.set_xticks(steps)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 100, not 10²
         ax.set_xlim(-0.3 * linthresh, 1.5 * max(steps[-1], linthresh))
-        ax.legend(fontsize=6)
-    axes[2].text(0.98, 0.02, "dashed: pixels", transform=axes[2].transAxes, ha="right", fontsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"{STEP} (symlog)")
+    handles = [Line2D([], [], color=colours[t], marker="o", label=t) for t in targets]
+    handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="pixels"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), title="target (φ at σ = "
+               f"{sigma:g}; dashed: pixels)")
     fig.suptitle("Emergence over training (step 0: the untrained network)")
     save(fig, path)
+
+
+def skip_kind(manifest: pd.DataFrame) -> pd.Series:
+    """Each row's status for counting: "written", or "skipped: <the reason's kind>" (the reason before its
+    first ": "; "duplicate" for a copy of an earlier input)."""
+    kind = manifest.reason.fillna("").str.split(": ", n=1).str[0].where(manifest.duplicate_of.isna(), "duplicate")
+    return ("skipped: " + kind).where(manifest.status == "skipped", "written")
+
+
+def data_overview(manifest: pd.DataFrame, images: dict, path: str, labels: int = 8, examples: int = 6) -> None:
+    """What the run was given: `examples` written images (dict key → image) of each of the first `labels`
+    labels, a row per label named on its left with its count; below, the inputs counted by status
+    (written, or skipped and why) and split."""
+    written = manifest[manifest.status == "written"]
+    counts = written.label.value_counts()
+    shown = sorted(counts.index)[:labels]
+    rows = []
+    for label in shown:
+        members = written[written.label == label]
+        name = members.label_name.iloc[0] or f"label {label}"
+        rows.append((f"{name}\n{counts[label]} images", [images[k] for k in members.key[:examples] if k in images]))
+    table = skip_kind(manifest).to_frame("status").assign(split=manifest.split.fillna("none")).value_counts()
+    table = table.unstack("split", fill_value=0)
+    table = table[sorted(table.columns, key=lambda split: {"train": 0, "test": 1}.get(split, 2))]
+    total = table.sum(axis=1)
+    table = table.reindex(sorted(table.index, key=lambda s: (s != "written", -total[s]))[:8])  # the commonest skips
+    cell, width = _montage_size(rows)
+    heading, gap, bars_height, bottom = 0.22, 0.35, 0.2 + 0.36 * len(table), 0.42
+    height = heading + len(rows) * cell + gap + bars_height + bottom
+    fig = plt.figure(figsize=(max(width, COLUMN), height), layout="none")
+    title = f"Examples of {len(shown)} of {len(counts)} labels" if len(shown) < len(counts) else "Examples per label"
+    fig.suptitle(f"{title} (written images)", y=1 - 0.04 / height, va="top")
+    _image_rows(fig, heading, rows, None, None, cell)
+    # Below the images: a bar per status, stacked by split, the counts in its name.
+    left = 1.3
+    ax = fig.add_axes([left / COLUMN, bottom / height, (COLUMN - left - 0.15) / COLUMN, bars_height / height])
+    start = np.zeros(len(table))
+    for split, colour in zip(table.columns, _colours(len(table.columns))):
+        ax.barh(range(len(table)), table[split], 0.6, left=start, color=colour, label=split)
+        start += table[split].to_numpy()
+    names = [f"{_wrap(status, 26)}\n" + " + ".join(f"{n} {split}" for split, n in row.items() if n)
+             for status, row in table.iterrows()]
+    ax.set_yticks(range(len(table)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("inputs")
+    # The heading from the left edge, the splits' key above the bars' right end: neither covers a bar.
+    fig.text(0.1 / COLUMN, (bottom + bars_height + 0.06) / height, f"{len(manifest)} inputs: {len(written)} written, "
+             f"{len(manifest) - len(written)} skipped", ha="left", va="bottom", fontsize=7.5)
+    ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=len(table.columns), borderaxespad=0.1)
+    save(fig, path)
+
+
+TABLE_STYLE = """<style>
+body { font-family: sans-serif; font-size: 14px; margin: 8px; }
+table { border-collapse: collapse; margin-bottom: 18px; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; vertical-align: top; }
+th { background: #f2f2f2; text-align: left; }
+td { text-align: right; }
+</style>"""
+
+
+def html_tables(sections: list[tuple[str, pd.DataFrame]], path: str) -> None:
+    """Tables, each under its heading, as one page styled to read in the Snakemake report (which shows
+    HTML in a frame; a CSV there is only a download)."""
+    body = "\n".join(f"<h4>{html.escape(heading)}</h4>\n" + table.to_html(float_format=lambda v: f"{v:.3g}",
+                                                                           border=0, na_rep="–")
+                     for heading, table in sections)
+    with atomic(path) as tmp:
+        tmp.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>{TABLE_STYLE}</head><body>\n{body}\n"
+                       "</body></html>\n")
+
+
+GIST_MEASURES = {"guided": "self-guided", "unconditional": "unconditional (chance)",
+                 "real_same_class": "real, same class", "conditioner": "conditioner"}
+
+
+def gist_summary(agreement: pd.DataFrame, quality: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The gist scores to read at a glance: per classifier head, the share of each sample set predicted
+    as the conditioner's class (over targets); the KID of each set against real test images."""
+    overall = agreement[agreement.target.isna()].pivot_table(index="head", columns="measure", values="value",
+                                                             sort=False)
+    overall = overall[[m for m in GIST_MEASURES if m in overall]].rename(columns=GIST_MEASURES)
+    kid = quality.set_index("set")[["n", "n_real", "kid", "kid_std"]].rename(
+        columns={"n": "images", "n_real": "real images", "kid": "KID", "kid_std": "std over subsets"})
+    overall, kid = (table.rename_axis(index=None, columns=None) for table in (overall, kid))
+    return [("Agreement with the conditioner's class, mean over targets", overall),
+            ("KID against real test images (classifier features; lower: closer)", kid)]
+
+
+def grid(rows: list[list[np.ndarray | None]], scale: int = 1, gap: int = 2) -> np.ndarray:
+    """Images (H×W×C uint8, or None for an empty cell) laid out row by row on a white canvas, each
+    enlarged `scale`× (nearest neighbour, so pixels stay visible): e.g. a sampling target's grid."""
+    first = next(image for row in rows for image in row if image is not None)
+    h, w, c = first.shape
+    cell_h, cell_w = h * scale + gap, w * scale + gap
+    canvas = np.full((len(rows) * cell_h + gap, max(map(len, rows)) * cell_w + gap, c), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            if image is not None:
+                big = image.repeat(scale, axis=0).repeat(scale, axis=1)
+                canvas[gap + i * cell_h:gap + i * cell_h + h * scale, gap + j * cell_w:gap + j * cell_w + w * scale] = big
+    return canvas
