@@ -3,6 +3,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,13 @@ def finished_run(tmp_path_factory):
     write_config(workdir, TINY_CONFIG)
     snakemake(workdir)
     return workdir
+
+
+def skip_loudly(message: str, opt_out: str | None = None):
+    """Skip a test that this machine cannot run, saying so; where CI is set (there it must run), fail
+    instead, unless the environment variable `opt_out` is 0."""
+    if os.environ.get("CI") and not (opt_out and os.environ.get(opt_out) == "0"):
+        pytest.fail(message)
+    warnings.warn(message)
+    print(f"\n*** {message} ***", file=sys.stderr)
+    pytest.skip(message)

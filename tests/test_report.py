@@ -8,13 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import conftest
 from conftest import REPO, snakemake
 
 CATEGORIES = ["Data", "Training", "Sparsity", "Stability", "Selectivity", "Subspaces", "Semantics", "Emergence",
@@ -44,13 +44,7 @@ def test_report_names_every_category_and_figure(report, finished_run):
 
 
 def skip_loudly(reason: str):
-    """Skip where Chromium cannot run, saying so; on CI (CI set), where it must run, fail instead."""
-    message = f"report rendering NOT TESTED: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    warnings.warn(message)
-    print(f"\n*** {message} ***", file=sys.stderr)
-    pytest.skip(message)
+    conftest.skip_loudly(f"report rendering NOT TESTED: {reason}")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 import torch
 import yaml
 
+import conftest
 from conftest import REPO, TINY_CONFIG, write_config
 from slurm_cluster import CONF, GPU_TYPE, GPUS, GRES_CONF, MARKER, Cluster, Unavailable, ensure_installed
 
@@ -35,13 +35,7 @@ RUN_TIMEOUT = 600  # s; the run takes ~1–2 min on 2 cores
 
 
 def skip_loudly(reason: str):
-    """Skip where SLURM cannot run, saying so; on CI (CI set), where it must run, fail instead."""
-    message = f"SLURM test NOT RUN: {reason}"
-    if os.environ.get("CI") and os.environ.get("SEMCORE_SLURM_TEST") != "0":
-        pytest.fail(message)
-    warnings.warn(message)
-    print(f"\n*** {message} ***", file=sys.stderr)
-    pytest.skip(message)
+    conftest.skip_loudly(f"SLURM test NOT RUN: {reason}", opt_out="SEMCORE_SLURM_TEST")
 
 
 @pytest.fixture(scope="module")
