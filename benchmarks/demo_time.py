@@ -1,7 +1,8 @@
 """Where a run's wall time went, per rule, from Snakemake's own log: each job's start ("localrule X:" or
 "rule X:", then its jobid) and end ("Finished jobid: N") timestamps. Prints per rule the jobs, the sum of
 their wall times and the share of the run; and the run's wall time (first start to last end).
-Usage: python benchmarks/demo_time.py [.snakemake/log/<run>.snakemake.log …]  (default: the latest log)
+Usage: python benchmarks/demo_time.py [.snakemake/log/<run>.snakemake.log …]  (default: the latest log of a
+run that ran jobs, not of a dry run or a --report)
 """
 
 import re
@@ -24,8 +25,14 @@ def parse(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(seconds=lambda t: (t.end - t.start).dt.total_seconds())
 
 
+def latest_run() -> Path:
+    """The newest Snakemake log in which a job finished."""
+    logs = sorted(Path(".snakemake/log").glob("*.snakemake.log"), reverse=True)
+    return next(path for path in logs if END.search(path.read_text()))
+
+
 def main() -> None:
-    logs = [Path(p) for p in sys.argv[1:]] or [max(Path(".snakemake/log").glob("*.snakemake.log"))]
+    logs = [Path(p) for p in sys.argv[1:]] or [latest_run()]
     jobs = pd.concat([parse(p.read_text()) for p in logs], ignore_index=True)
     wall = (jobs.end.max() - jobs.start.min()).total_seconds()
     per_rule = jobs.groupby("rule").agg(jobs=("jobid", "size"), seconds=("seconds", "sum")).sort_values("seconds", ascending=False)

@@ -184,8 +184,8 @@ def _image_rows(fig, top: float, rows: list[tuple[str, list]], labels: list[list
             ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
             ax.axis("off")
             if labels:
-                ax.text(0.5, -0.04, _wrap(labels[i][j], 9), transform=ax.transAxes, ha="center", va="top",
-                        fontsize=5.5, linespacing=1.0)
+                ax.text(0.5, -0.04, _wrap(labels[i][j], 10), transform=ax.transAxes, ha="center", va="top",
+                        fontsize=5, linespacing=1.0)
 
 
 def _montage_size(rows: list[tuple[str, list]]) -> tuple[float, float]:
@@ -345,7 +345,7 @@ def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
             shades = plt.cm.Purples(np.linspace(0.9, 0.5, noise_levels.ngroups))  # not the targets' colours
             for (s, line), colour in zip(noise_levels, shades):
                 ax.plot(line.step, line.value, "o-", color=colour, label=f"σ = {s:g}")
-            ax.legend(loc="upper left", title="noise")
+            ax.legend(loc="lower right", title="noise")
         elif method == "φ":
             line = rows[rows.sigma == sigma]
             ax.plot(line.step, line.value, "o-", color="0.25")
