@@ -330,9 +330,13 @@ def neighbours(phi_dir, image, k: int = 5, sigma: float | None = None, model=Non
     elif Path(image).is_file():
         metadata = {key.decode(): value.decode() for key, value in (pq.read_schema(files[0]).metadata or {}).items()}
         if model is None:
-            model = metadata.get("model")
-            if model is None or not Path(model).exists():
-                raise CommandError(f"{files[0]}: the model its metadata names ({model}) is not found from here; "
+            named = metadata.get("model")
+            # the workflow records it relative to its working directory, which holds results/<name>/phi: looked
+            # for from the φ directory up first, then from here
+            places = [*(folder / named for folder in Path(phi_dir).resolve().parents), Path(named)] if named else []
+            model = next((place for place in places if place.exists()), None)
+            if model is None:
+                raise CommandError(f"{files[0]}: the model its metadata names ({named}) is not found from here; "
                                    "give --model")
         if size is None and metadata.get("size", "own") != "own":
             size = int(metadata["size"])

@@ -129,8 +129,9 @@ def test_sample(setup, tmp_path, capsys):
 
 
 def test_workflow_run(setup, tmp_path, capsys):
-    """A model, shards and φ laid out as a workflow run: the φ directory's metadata names the model, the run's
-    shards give the image size and the sampler's start image."""
+    """A model, shards and φ laid out as a workflow run: the φ directory's metadata names the model relative to
+    the run's working directory, as the workflow records it; the run's shards give the image size and the
+    sampler's start image."""
     from semcore import phi, shards, sources
 
     run_dir = tmp_path / "results" / "demo"
@@ -142,7 +143,7 @@ def test_workflow_run(setup, tmp_path, capsys):
     for split in ("train", "test"):
         phi.write_phi(UNetFlex.from_pretrained(model_path), shards.shard_paths(run_dir / "shards", split),
                       run_dir / "phi" / f"{split}-000000-000000.parquet", sigmas=[0.0, 0.3], n_noise=2, seed=0,
-                      batch_images=8, device=torch.device("cpu"), metadata=dict(model=str(model_path), seed=0))
+                      batch_images=8, device=torch.device("cpu"), metadata=dict(model=str(model_path.relative_to(tmp_path)), seed=0))
     table = cli.neighbours(run_dir / "phi", setup / "images" / "blues" / "c.png", k=10, sigma=0.3)
     assert len(table) == 5 and table["rank"].tolist() == list(range(5))  # k: at most the images there are
     images, _ = cli.sample(model_path, setup / "images" / "reds" / "a.png", n=1, settings=dict(
