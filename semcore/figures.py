@@ -152,7 +152,7 @@ def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> No
                 textcoords="offset points", va="top")
     ax.set(xlabel=f"{PR} of a channel across images", ylabel="channels", xlim=(0, 1),
            title="Channel selectivity of the middle block")
-    ax.legend(loc="upper center")
+    ax.legend(loc="upper left")
     save(fig, path)
 
 
@@ -220,13 +220,13 @@ def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, path: str) ->
     kinds, names = ["active channels", "shuffled"], ["same active\nchannels", "shuffled"]
     for ax, values, ylabel, title in (
             (ax_dim, [groups[groups.kind == k].pr_dimension for k in kinds], "effective dimension of φ",
-             f"per group ({(groups.kind == kinds[0]).sum()})"),
+             f"within a group\n({(groups.kind == kinds[0]).sum()} groups)"),
             (ax_angle, [pairs[pairs.kind == k].mean_angle for k in kinds], "mean principal angle (°)",
-             f"between groups ({(pairs.kind == kinds[0]).sum()} pairs)")):
+             f"between groups\n({(pairs.kind == kinds[0]).sum()} pairs)")):
         ax.boxplot(values, tick_labels=names, widths=0.5, medianprops={"color": "k"},
                    flierprops={"markersize": 2})
         ax.set(ylabel=ylabel, title=title)
-    fig.suptitle("Union of subspaces: images grouped by active selective channels")
+    fig.suptitle("Union of subspaces (groups: images with the\nsame active selective channels)")
     save(fig, path)
 
 
