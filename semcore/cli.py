@@ -240,12 +240,10 @@ def write_phi_table(table, out) -> Path:
     from semcore.tables import ParquetSink, vectors
 
     schema = phi_schema(len(table.phi.iloc[0]), table.attrs.get("metadata", {}))
-    with ParquetSink(out, schema) as sink:
+    with ParquetSink(out, schema, rows_per_group=ROWS_PER_GROUP) as sink:
         for _, rows in table.groupby("sigma", sort=True):
             columns = {name: rows[name].to_numpy() for name in ("key", "split", "label", "sigma")}
-            # straight to the writer, as semcore.phi.write_phi: no row group mixes two σ
-            sink.writer.write_table(pa.table(columns | {"phi": vectors(np.stack(rows.phi))}, schema=schema),
-                                    row_group_size=ROWS_PER_GROUP)
+            sink.write_apart(pa.table(columns | {"phi": vectors(np.stack(rows.phi))}, schema=schema))  # as write_phi
     return Path(out)
 
 

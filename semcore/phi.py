@@ -148,11 +148,10 @@ def write_phi(model: UNetFlex, shard_paths: list[str], path, *, sigmas: list[flo
                                           model_label=_describe_model(metadata)):
                     columns = _columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}
                     writers[record["sigma"]].write_table(pa.table(columns, schema=schema))
-        with ParquetSink(path, schema) as sink:
+        with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
             for spill in spills.values():
                 with pa.memory_map(spill) as source:
-                    # straight to the writer, not through the sink's buffer: no row group mixes two σ
-                    sink.writer.write_table(pa.ipc.open_stream(source).read_all(), row_group_size=ROWS_PER_GROUP)
+                    sink.write_apart(pa.ipc.open_stream(source).read_all())  # no row group mixes two σ
 
 
 def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_noise: int,

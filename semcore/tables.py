@@ -50,6 +50,11 @@ class ParquetSink:
         if self.buffered >= self.rows_per_group:
             self._flush()
 
+    def write_apart(self, table: pa.Table) -> None:
+        """Writes `table` now, in row groups of its own: none holds rows of another call (e.g. φ's σ)."""
+        self._flush()
+        self.writer.write_table(table.cast(self.schema), row_group_size=self.rows_per_group)
+
     def _flush(self) -> None:
         if self.buffer:
             self.writer.write_table(pa.concat_tables(self.buffer).cast(self.schema), row_group_size=self.rows_per_group)
