@@ -78,7 +78,8 @@ rule probe:
         manifest=rules.shard.output.manifest,
         code=script_code("probe"),
     output:
-        f"{RESULTS}/clusters/{{features}}/probe.parquet",
+        accuracy=f"{RESULTS}/clusters/{{features}}/probe.parquet",
+        predictions=f"{RESULTS}/clusters/{{features}}/probe_predictions.parquet",
     log:
         f"{RESULTS}/logs/probe/{{features}}.log",
     benchmark:
@@ -100,7 +101,7 @@ rule probe:
 rule semantic_scores:
     input:
         assignments=expand(rules.kmeans.output.assignments, features=FEATURE_SETS, k=CLUSTER["ks"]),
-        probes=expand(rules.probe.output[0], features=FEATURE_SETS),
+        probes=expand(rules.probe.output.accuracy, features=FEATURE_SETS),
         manifest=rules.shard.output.manifest,
         code=script_code("semantic_scores"),
     output:

@@ -30,7 +30,8 @@ def phi_scores(meta: pd.DataFrame, phi: np.ndarray, factors: pd.DataFrame, *, ks
         labels = cluster.kmeans(x, k, seed=seed, device=device, **kmeans_options).labels
         table = scores.cluster_score_table(labels, targets)
         frames.append(table[table.metric.isin(CLUSTER_METRICS)].assign(method="k-means", k=k))
-    frames.append(scores.probe_table(meta, phi, factors, max_iter=probe_max_iter, seed=seed).assign(method="linear probe"))
+    predictions = scores.probe_predictions(meta, phi, factors, max_iter=probe_max_iter, seed=seed)
+    frames.append(scores.probe_table(predictions).assign(method="linear probe"))
     return pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS[1:]).astype({"k": "Int64"})
 
 

@@ -120,3 +120,24 @@ def test_cluster_sums_equal_index_add_and_the_sorted_sums_used_on_cuda():
     as_on_cuda = torch.zeros(37, 16).index_put_((labels,), x, accumulate=True)  # the CUDA path's reduction
     np.testing.assert_allclose(as_on_cuda.numpy(), exact, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(on_cpu.numpy(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_the_probe_on_wide_features_with_few_rows_is_the_probe_on_the_features_themselves():
+    """Pixels wider than the probe's PCA cap, fewer train rows than columns: the projection must not change
+    what the probe learns (the components past the rows' rank hold rounding alone)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    two = np.isin(digits.target, (3, 8))  # a balanced, not quite trivial two-class task
+    rng = np.random.default_rng(0)
+    images = np.kron(digits.images[two][:200], np.ones((3, 3)))  # 24×24 = 576 > PROBE_MAX_DIMS columns
+    x = (images.reshape(len(images), -1) / 16 + rng.normal(0, 0.3, (len(images), 576))).astype(np.float32)
+    assert x.shape[1] > scores.PROBE_MAX_DIMS
+    y = digits.target[two][:200]
+    meta = pd.DataFrame({"key": [f"k{i}" for i in range(200)], "split": ["train"] * 156 + ["test"] * 44,
+                         "label": y})
+    predictions = scores.probe_predictions(meta, x, pd.DataFrame(index=meta.key))
+    projected = scores.probe_table(predictions).set_index("target").value["label"]
+    raw = scores.probe_accuracy(x[:156], y[:156], x[156:], y[156:])
+    assert raw > 0.85 and abs(projected - raw) <= 1 / 44  # at most one test image apart
+    assert set(predictions.key) == set(meta.key[156:]) and predictions.correct.dtype == bool

@@ -1,4 +1,5 @@
-"""Adapter for rule `probe`: a linear read-out of one feature set, fit on the train split, scored on test."""
+"""Adapter for rule `probe`: a linear read-out of one feature set, fit on the train split, scored on test:
+whether it gets each test image right, and its accuracy."""
 import sys
 
 import pandas as pd
@@ -13,7 +14,9 @@ p = snakemake.params
 
 meta, x = read_features(snakemake.wildcards.features, snakemake.input.features, p.max_images)
 factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.key.to_numpy())
-table = scores.probe_table(meta, x, factors, max_iter=p.max_iter, seed=p.seed)
+predictions = scores.probe_predictions(meta, x, factors, max_iter=p.max_iter, seed=p.seed)
+table = scores.probe_table(predictions)
 print(table.to_string(float_format="%.3f"), file=sys.stderr)
+write_parquet(predictions, snakemake.output.predictions)
 write_parquet(table.assign(features=snakemake.wildcards.features)[["features", "target", "metric", "value"]],
-              snakemake.output[0])
+              snakemake.output.accuracy)
