@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 NAME   := $(shell sed -n 's/^name: *\([^ #]*\).*/\1/p' config.yaml)
 REPORT := results/$(NAME)/report.html
 
-.PHONY: setup demo test bench report-screenshots clean
+.PHONY: setup demo readme test bench report-screenshots clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report $(REPORT)
+
+# After `make demo`: keep its findings and time per rule in benchmarks/runs/ and rewrite the README's
+# generated blocks from them (tests/test_readme.py checks the README against what is kept).
+readme: setup
+	$(BIN)/python benchmarks/readme_runs.py --write $(NAME) --command "make demo"
 
 # For a person to look at: a PNG of each page of the report (headless Chromium; Debian: apt-get install chromium).
 report-screenshots: setup

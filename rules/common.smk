@@ -332,11 +332,19 @@ def train_phi_files(wildcards):
 # Used by rules/gist.smk.
 
 
-def gist_agreement(wildcards):
-    """The gist scores, where there is a gist to score: scene factors, or at least two labels (once `shard`
-    has run); a folder without class sub-folders has none."""
+def has_gist():
+    """Whether there is a gist to score: scene factors, or at least two labels (once `shard` has run); a
+    folder without class sub-folders has none."""
     checkpoints.shard.get()
-    return rules.gist_scores.output.agreement if SOURCE == "synthetic" or label_count() >= 2 else []
+    return SOURCE == "synthetic" or label_count() >= 2
+
+
+def gist_agreement(wildcards):
+    return rules.gist_scores.output.agreement if has_gist() else []
+
+
+def gist_accuracy(wildcards):
+    return rules.gist_classifier.output.accuracy if has_gist() else []
 
 
 def gist_mem_mb(images):

@@ -1,6 +1,8 @@
-# Gist, measured: a small classifier of the scene factors (or the label) trained on the train split judges
-# whether self-guided samples keep their conditioner's class, against unconditional samples, real images
-# of the same class and the conditioner itself; and KID on its features, against real test images.
+# Gist, measured: a small classifier of the scene factors (or the label) trained on the train split (to
+# convergence on a validation split carved from it; its test accuracy with a bootstrap interval, against
+# chance) judges whether self-guided samples keep their conditioner's class, against unconditional samples,
+# real images of the same class and the conditioner itself; and KID on its features, against real test
+# images. Samples that failed (NaN/inf) are left out of both, and counted.
 
 
 rule gist_classifier:
@@ -22,7 +24,10 @@ rule gist_classifier:
         mem_mb=gist_mem_mb(GIST["max_train_images"]),
         runtime=120,
     params:
-        epochs=GIST["epochs"],
+        max_steps=GIST["max_steps"],
+        patience=GIST["patience"],
+        eval_every=GIST["eval_every"],
+        val_fraction=GIST["val_fraction"],
         batch_size=GIST["batch_size"],
         lr=GIST["lr"],
         hue_bins=GIST["hue_bins"],
@@ -30,6 +35,9 @@ rule gist_classifier:
         seed=GIST["seed"],
         max_train_images=GIST["max_train_images"],
         max_test_images=GIST["max_test_images"],
+        resamples=config["findings"]["resamples"],
+        confidence=config["findings"]["confidence"],
+        bootstrap_seed=config["findings"]["seed"],
     script:
         "../workflow_scripts/gist_classifier.py"
 

@@ -74,6 +74,11 @@ rule selectivity:
         active_fraction=config["stats"]["active_fraction"],
         montage_channels=config["stats"]["montage_channels"],
         montage_images=config["stats"]["montage_images"],
+        rule=config["stats"]["selective_rule"],
+        alpha=config["stats"]["bimodality_alpha"],
+        resamples=config["findings"]["resamples"],
+        confidence=config["findings"]["confidence"],
+        seed=config["findings"]["seed"],
     script:
         "../workflow_scripts/selectivity.py"
 
@@ -86,6 +91,7 @@ rule subspaces:
     output:
         groups=stats_path("subspace_groups"),
         pairs=stats_path("subspace_pairs"),
+        heldout=stats_path("subspace_heldout"),
         figure=figure("subspaces", "Subspaces"),
     log:
         f"{RESULTS}/logs/subspaces.log",

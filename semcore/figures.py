@@ -140,19 +140,41 @@ def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
     save(fig, path)
 
 
-def channel_pr_histogram(table: pd.DataFrame, threshold: float, path: str) -> None:
-    """The distribution of per-channel PR across images with the selective / non-selective split (fig. 3)."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
-    pr = table.pr.dropna()
-    ax.hist([pr[pr < threshold], pr[pr >= threshold]], bins=30, range=(0, 1), stacked=True,
-            color=["tab:orange", "tab:gray"], label=[f"selective ({(pr < threshold).sum()})",
-                                                     f"non-selective ({(pr >= threshold).sum()})"])
-    ax.axvline(threshold, color="k", ls="--", lw=0.8)
-    ax.annotate(f"threshold {threshold:.2f}", (threshold, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
-                textcoords="offset points", va="top")
-    ax.set(xlabel=f"{PR} of a channel across images", ylabel="channels", xlim=(0, 1),
-           title="Channel selectivity of the middle block")
-    ax.legend(loc="upper left")
+def channel_pr_histogram(table: pd.DataFrame, summary: dict, path: str) -> None:
+    """The distribution of the live channels' PR across images (paper fig. 3): the bimodality test's
+    numbers (semcore.stats.bimodality) in the title, the densities of the two fitted Gaussian components
+    when fitted, and the selective / non-selective split with its threshold line only when some channel
+    is selective (`summary`: channel_table's)."""
+    pr, selective = table.pr[~table.dead], table.selective[~table.dead]
+    if pr.empty:
+        return _note(f"all {len(table)} middle-block channels are dead (zero on every image):\nno channel PR to test",
+                     path)
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.5))
+    bins, span = 40, (0, 1)
+    if selective.any():
+        ax.hist([pr[selective], pr[~selective]], bins=bins, range=span, stacked=True, color=["tab:orange", "tab:gray"],
+                label=[f"selective ({selective.sum()})", f"non-selective ({(~selective).sum()})"])
+        threshold = summary["threshold"]
+        ax.axvline(threshold, color="k", ls="--", lw=0.8)
+        ax.annotate(f"threshold {threshold:.2f}", (threshold, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -3), textcoords="offset points", va="top")
+    else:
+        ax.hist(pr, bins=bins, range=span, color="tab:gray", label=f"live ({len(pr)}), none selective")
+    grid = np.linspace(*span, 400)
+    for (weight, mean, sd), colour in zip(summary["components"], ("tab:red", "tab:blue")):
+        density = weight * np.exp(-0.5 * ((grid - mean) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+        ax.plot(grid, density * len(pr) * (span[1] - span[0]) / bins, color=colour, lw=0.9,
+                label=f"fit: mean {mean:.2f}, weight {weight:.2f}")
+    if np.isnan(summary["dip"]):
+        numbers = f"too few distinct PRs to test: bimodality {summary['verdict']}"
+    else:
+        numbers = (f"dip {summary['dip']:.3f} (p = {summary['dip_p']:.2g}), ΔBIC {summary['delta_bic']:.1f} "
+                   f"[{summary['delta_bic_low']:.1f}, {summary['delta_bic_high']:.1f}]\n"
+                   f"([ ]: {summary['confidence']:.0%} bootstrap interval): bimodality {summary['verdict']}")
+    ax.set(xlabel=f"{PR} of a channel across images", ylabel="channels", xlim=span,
+           title=f"Channel selectivity of the middle block\n{numbers}")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.1)  # room for the threshold's label
+    fig.legend(loc="outside lower center", ncol=2)
     save(fig, path)
 
 
@@ -211,22 +233,47 @@ def montage(rows: list[tuple[str, list]], path: str, columns: list[str] | None =
     save(fig, path)
 
 
-def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, path: str) -> None:
-    """Effective dimension per group and principal angles between groups, real against shuffled (fig. 5)."""
-    if groups.empty:
-        return _note("fewer than two groups of images share active selective channels\n"
-                     "(lower stats.min_group_size or stats.active_fraction)", path)
-    fig, (ax_dim, ax_angle) = plt.subplots(1, 2, figsize=(COLUMN, 2.2))
-    kinds, names = ["active channels", "shuffled"], ["same active\nchannels", "shuffled"]
-    for ax, values, ylabel, title in (
-            (ax_dim, [groups[groups.kind == k].pr_dimension for k in kinds], "effective dimension of φ",
-             f"within a group\n({(groups.kind == kinds[0]).sum()} groups)"),
-            (ax_angle, [pairs[pairs.kind == k].mean_angle for k in kinds], "mean principal angle (°)",
-             f"between groups\n({(pairs.kind == kinds[0]).sum()} pairs)")):
-        ax.boxplot(values, tick_labels=names, widths=0.5, medianprops={"color": "k"},
-                   flierprops={"markersize": 2})
-        ax.set(ylabel=ylabel, title=title)
-    fig.suptitle("Union of subspaces (groups: images with the\nsame active selective channels)")
+def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, heldout: pd.DataFrame, path: str,
+                        shown: int = 4000) -> None:
+    """The union of subspaces (fig. 5), tested on held-out images (semcore.subspaces): top, each held-out
+    image's relative residual on its own group's subspace against that on the other groups' (at most
+    `shown` images of a kind drawn; the means and their ratio over all), groups sharing active selective
+    channels over random groups; below, descriptive (all channels of all members): the groups'
+    participation dimension and the mean principal angle between two groups' subspaces."""
+    from semcore.subspaces import GROUPS, RANDOM
+
+    if heldout.empty:
+        return _note("fewer than two groups of images share active selective channels:\n"
+                     "no subspace to compare, the claim is undecided\n"
+                     "(no selective channel, or lower stats.min_group_size or stats.active_fraction)", path)
+    fig, axes = plt.subplot_mosaic([["heldout", "heldout"], ["dimension", "angle"]], figsize=(COLUMN, 4.4),
+                                   height_ratios=[1.6, 1])
+    ax = axes["heldout"]
+    rng = np.random.default_rng(0)
+    for kind, colour, name in ((RANDOM, "tab:gray", "random groups"), (GROUPS, MIDDLE, "same active channels")):
+        rows = heldout[heldout.kind == kind].dropna(subset=["own_residual", "other_residual"])
+        own, other = rows.own_residual.mean(), rows.other_residual.mean()
+        drawn = rows.iloc[rng.permutation(len(rows))[:shown]]
+        ax.scatter(drawn.other_residual, drawn.own_residual, s=1.5, alpha=0.35, lw=0, color=colour, rasterized=True)
+        ax.scatter(other, own, s=40, marker="X", color=colour, edgecolor="k", lw=0.6, zorder=3,
+                   label=f"{name}: ratio {own / other:.2f}\n{rows.group.nunique()} groups, {len(rows)} images")
+    top = max(1.0, heldout.other_residual.max())  # a weighted sum: can pass 1 a little
+    ax.plot([0, top], [0, top], color="k", lw=0.7, ls="--", zorder=1)
+    ax.set(xlim=(0, top), ylim=(0, 1), xlabel="residual on the other groups' subspaces",
+           ylabel="residual on its own group's subspace",
+           title="Held-out images (below the line: nearer\ntheir own group's subspace than the others')")
+    ax.legend(loc="upper left", title="× mean; ratio: own ÷ other", alignment="left")
+
+    names = ["same\nactive ch.", "random"]
+    for key, values, ylabel, title in (
+            ("dimension", [groups[groups.kind == k].pr_dimension for k in (GROUPS, RANDOM)],
+             "participation dimension", f"within a group (all\nchannels, {(groups.kind == GROUPS).sum()} groups)"),
+            ("angle", [pairs[pairs.kind == k].mean_angle.dropna() for k in (GROUPS, RANDOM)],
+             "mean principal angle (°)", f"between groups\n({(pairs.kind == GROUPS).sum()} pairs)")):
+        axes[key].boxplot(values, tick_labels=names, widths=0.5, medianprops={"color": "k"},
+                          flierprops={"markersize": 2})
+        axes[key].set(ylabel=ylabel, title=title)
+    fig.suptitle("Union of subspaces, tested on held-out images")
     save(fig, path)
 
 

@@ -182,7 +182,8 @@ def input_files(root: Path) -> list[Path]:
 
 def check_folder(path: str) -> None:
     """Refuse a folder that cannot give a run, cheaply enough for when the workflow is planned: files are
-    listed, not decoded."""
+    listed, not decoded. A label of one file gives a run, with a warning: the label scores and the gist
+    classifier leave it out (semcore.scores.semantic_targets, semcore.gist.gist_targets)."""
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"data.folder.path: {path!r} {'is not a directory' if root.exists() else 'does not exist'}")
@@ -192,8 +193,8 @@ def check_folder(path: str) -> None:
     per_label = Counter(_label_name(file.relative_to(root)) for file in files)
     lonely = [f"label {name!r} has 1 image" for name, count in sorted(per_label.items()) if name and count == 1]
     if lonely:
-        raise ValueError(f"data.folder.path: {', '.join(lonely)}; the semantic scores and the probe need ≥ 2 per "
-                         "label: add images or remove the folder")
+        warnings.warn(f"data.folder.path: {', '.join(lonely)}; the label scores and the gist classifier need ≥ 2 "
+                      "per label and leave it out: add images or remove the folder", stacklevel=2)
 
 
 class _Skip(Exception):

@@ -1,9 +1,18 @@
-"""Statistics of channel means: sparsity, stability across σ, channel selectivity, union of subspaces,
-and selectivity for known generative factors. Inputs are plain arrays; every function is batched.
+"""Statistics of channel means: sparsity, stability across σ, channel selectivity, the subspace
+tools (Gram matrices, effective dimensions, principal angles) that semcore.subspaces tests the union of
+subspaces with, and selectivity for known generative factors. Inputs are plain arrays; every function
+is batched.
 
 φ of every image (1.28M × 512 float32 for ImageNet: 2.6 GB) is never copied whole nor converted to
 float64: sums run over chunks of rows in float64, subspaces come from C × C Gram matrices, and the
 mutual information takes a few channels at a time.
+
+Selective channels (paper fig. 3) presuppose a bimodal distribution of the channels' PR across images;
+`bimodality` tests it (Hartigan's dip test, and one against two Gaussian components by BIC with a
+bootstrap interval over channels) and gives a verdict: holds, contradicted or undecided. Which channels
+are selective follows a rule (config stats.selective_rule, `selective_threshold`): "test", those below
+the fitted mixture's threshold only when the verdict is "holds", otherwise none; "otsu", those below
+Otsu's threshold whatever the test says; a number, those below it.
 
 Zeros (a dead channel, an image whose means are all zero, a whole φ of zeros) give defined values, never
 an error: a statistic that is 0/0 on them is NaN, and the tables keep those rows so that the NaNs can
@@ -11,27 +20,31 @@ be counted (semcore.findings reports how many it leaves out of its means):
 - PR of a zero vector: NaN (block_pr_table: the image's `pr`; channel_table: a dead channel's `pr`);
 - cosine similarity with a zero vector: NaN (stability_table);
 - a dead channel (zero on every image): `dead` True, `pr` NaN, `mean` 0, `active_fraction` 0, never
-  selective; an image whose φ is zero activates no channel, so it belongs to no group of union_of_subspaces
-  and lowers every channel's PR across images, as any image that activates nothing;
-- selectivity threshold with fewer than two distinct live channel PRs (e.g. φ all zero): NaN, not bimodal,
-  no channel selective;
+  selective; an image whose φ is zero activates no channel, so it belongs to no group of
+  semcore.subspaces (whose docstring lists its conventions) and lowers every channel's PR across images,
+  as any image that activates nothing;
+- bimodality of the channel PRs with fewer than MIN_DISTINCT distinct live ones (e.g. φ all zero):
+  verdict "undecided", its numbers NaN; Otsu's threshold with fewer than two: NaN; no channel selective;
 - effective and participation dimension of rows that are all zero: 0; principal angles to their
-  (zero-dimensional) subspace: none, NaN in the pairs table;
+  (zero-dimensional) subspace: none;
 - mutual information of a constant channel (e.g. dead) with any factor: 0.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Iterator
 
+import diptest
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.linalg import subspace_angles
-from scipy.stats import gaussian_kde
+from scipy.optimize import brentq
 from skimage.filters import threshold_otsu
 from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
+from sklearn.mixture import GaussianMixture
 
 # Elements per chunk of a float64 temporary (8 MB).
 CHUNK_ELEMENTS = 1 << 20
@@ -71,21 +84,147 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def selectivity_threshold(channel_pr: np.ndarray) -> tuple[float, bool]:
-    """The trough of the channel-PR distribution: the least dense point (Gaussian KDE) between its two
-    highest modes; channels below it are selective. Returns (threshold, bimodal); a distribution with a
-    single mode falls back to Otsu's threshold, with bimodal False. Dead channels (PR NaN) are left out;
-    with fewer than two distinct PRs left there is nothing to split: (NaN, False), no channel below it."""
-    values = channel_pr[np.isfinite(channel_pr)]
-    if len(np.unique(values)) < 2:
-        return float("nan"), False
-    grid = np.linspace(values.min(), values.max(), 512)
-    density = gaussian_kde(values)(grid)
-    peaks = np.flatnonzero((density[1:-1] > density[:-2]) & (density[1:-1] >= density[2:])) + 1
-    if len(peaks) < 2:
-        return float(threshold_otsu(values)), False
-    low, high = sorted(peaks[np.argsort(density[peaks])[-2:]])
-    return float(grid[low + np.argmin(density[low:high + 1])]), True
+# The split of channels into selective and non-selective (paper fig. 3) is a claim about the channel-PR
+# distribution: two modes. It is tested, not assumed. Mixtures' variances are floored at REG_COVAR
+# (scikit-learn's default), which bounds the likelihood of a component on a repeated value.
+REG_COVAR = 1e-6
+MIN_DISTINCT = 4  # distinct live channel PRs the test needs
+# EM stops when the mean log-likelihood per channel changes by less than EM_TOL (scikit-learn's default:
+# 1e-3, 100 iterations). On one mode EM climbs slowly, and an unconverged fit understates the two
+# components' likelihood: on 8 unimodal samples of 512 channels the upper end of ΔBIC's interval rose by
+# 1–3 BIC units (up to 6) from 1e-3 to 1e-4, and by 1–4 (up to 13) from 1e-4 to 1e-5, which took 3× the
+# time (1e-4: ~1 s for 512 channels and 1000 resamples on one core). That upper end is what can
+# contradict bimodality.
+EM_TOL, EM_MAX_ITER, EM_STARTS = 1e-4, 300, 5
+SELECTIVE_RULES = ("test", "otsu")  # or a number: the PR below which a live channel is selective
+
+
+def _one_gaussian_loglik(x: np.ndarray) -> np.ndarray:
+    """Maximum log-likelihood of one Gaussian for each row of x [..., n] (closed form)."""
+    var = x.var(axis=-1) + REG_COVAR
+    return -0.5 * x.shape[-1] * (np.log(2 * np.pi * var) + (var - REG_COVAR) / var)
+
+
+def _two_gaussians_loglik(x: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """Log-likelihood of two Gaussians fitted by EM to each row of x [B, n] at once, from the start
+    (weights, means, variances [B, 2] each, updated in place); a row stops when its mean log-likelihood
+    per value changes by less than EM_TOL (as scikit-learn's GaussianMixture)."""
+    n = x.shape[1]
+    loglik = np.full(len(x), -np.inf)
+    rows, xs, squares = np.arange(len(x)), x, x * x  # the rows still moving, and their values
+    total, total_squares = xs.sum(axis=1), squares.sum(axis=1)
+    with np.errstate(divide="ignore"):  # a component of weight 0: log 0 = -inf, responsibility 0
+        for _ in range(EM_MAX_ITER):
+            w, m, v = weights[rows], means[rows], variances[rows]
+            log_low, log_high = (np.log(w[:, k, None]) - 0.5 * np.log(2 * np.pi * v[:, k, None])
+                                 - (xs - m[:, k, None]) ** 2 / (2 * v[:, k, None]) for k in (0, 1))
+            log_total = np.logaddexp(log_low, log_high)
+            current = log_total.mean(axis=1)
+            moving = np.abs(current - loglik[rows] / n) >= EM_TOL
+            loglik[rows] = current * n
+            if not moving.any():
+                break
+            if not moving.all():
+                rows, xs, squares, log_high, log_total = (a[moving] for a in (rows, xs, squares, log_high, log_total))
+                total, total_squares = total[moving], total_squares[moving]
+            high = np.exp(log_high - log_total)  # responsibility of component 1
+            counts = np.stack([n - high.sum(axis=1), high.sum(axis=1)], axis=1) + 10 * np.finfo(float).eps
+            high_total, high_squares = (high * xs).sum(axis=1), (high * squares).sum(axis=1)
+            m = np.stack([total - high_total, high_total], axis=1) / counts
+            v = np.stack([total_squares - high_squares, high_squares], axis=1) / counts - m**2 + REG_COVAR
+            weights[rows], means[rows], variances[rows] = counts / n, m, np.maximum(v, REG_COVAR)
+    return loglik
+
+
+def _delta_bic(loglik1: np.ndarray, loglik2: np.ndarray, n: int) -> np.ndarray:
+    """BIC(1 Gaussian) − BIC(2 Gaussians), 3 parameters more (a mean, a variance, a weight): > 0 favours
+    two. Two components nest one, so their maximum likelihood is at least one's."""
+    return 2 * (np.maximum(loglik2, loglik1) - loglik1) - 3 * np.log(n)
+
+
+def _bootstrap_delta_bic(x: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray,
+                         resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """ΔBIC of `resamples` resamples of x (with replacement), all fitted at once, CHUNK_ELEMENTS values
+    at a time; each resample's two-Gaussian fit is the better of two EM starts: the full sample's fit,
+    and the resample's quartiles."""
+    n = len(x)
+    out = np.empty(resamples)
+    step = max(1, CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, step):
+        chunk = slice(start, min(start + step, resamples))
+        rows = chunk.stop - chunk.start
+        xs = x[rng.integers(0, n, (rows, n))]
+        fitted = _two_gaussians_loglik(xs, np.tile(weights, (rows, 1)), np.tile(means, (rows, 1)),
+                                       np.tile(variances, (rows, 1)))
+        spread = np.tile(np.maximum(xs.var(axis=1) / 4, REG_COVAR)[:, None], (1, 2))
+        quartiles = _two_gaussians_loglik(xs, np.full((rows, 2), 0.5), np.quantile(xs, [0.25, 0.75], axis=1).T, spread)
+        out[chunk] = _delta_bic(_one_gaussian_loglik(xs), np.maximum(fitted, quartiles), n)
+    return out
+
+
+def _crossing(weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> float:
+    """The point between the two means where the low component's posterior falls to 0.5; NaN when it is
+    not above 0.5 at the low mean and below at the high one (no such single point between them)."""
+    def log_ratio(x):
+        return float(np.diff(np.log(weights) - 0.5 * np.log(variances) - (x - means) ** 2 / (2 * variances))[0])
+
+    if not log_ratio(means[0]) < 0 < log_ratio(means[1]):
+        return float("nan")
+    return float(brentq(log_ratio, means[0], means[1]))
+
+
+def bimodality(channel_pr: np.ndarray, alpha: float = 0.05, resamples: int = 1000, confidence: float = 0.95,
+               seed: int = 0) -> dict:
+    """Is the distribution of the live channels' PR (finite; a dead channel's is NaN) bimodal? Two tests:
+    Hartigan's dip test (dip, dip_p), and one against two Gaussian components (scikit-learn
+    GaussianMixture, EM_STARTS k-means++ starts): delta_bic = BIC(1) − BIC(2), > 0 favours two, with a
+    percentile bootstrap interval over channels (delta_bic_low, delta_bic_high; `resamples` resamples at
+    level `confidence`). verdict: "holds" when dip_p < alpha and delta_bic_low > 0; "contradicted" when
+    delta_bic_high < 0; otherwise "undecided", as with fewer than MIN_DISTINCT distinct PRs (the numbers
+    then NaN). threshold: the PR between the two components' means where the low component's posterior
+    falls below 0.5 (NaN when not fitted or no such point); components: the fitted [weight, mean, sd],
+    low mean first (empty when not fitted).
+
+    Each resample is refitted by a vectorised EM (all resamples at once; _bootstrap_delta_bic). The
+    bootstrap of a likelihood ratio is biased up (a resample adds its own chance structure to the
+    sample's), so on one mode the upper end of the interval sits near 0: a Gaussian sample of 256 or 512
+    channels comes out "contradicted" or "undecided" by chance, while a clear second mode holds."""
+    x = np.asarray(channel_pr, dtype=float)
+    x = x[np.isfinite(x)]
+    nan = float("nan")
+    result = dict(live=len(x), dip=nan, dip_p=nan, delta_bic=nan, delta_bic_low=nan, delta_bic_high=nan,
+                  alpha=alpha, resamples=resamples, confidence=confidence, verdict="undecided", threshold=nan,
+                  components=[])
+    if len(np.unique(x)) < MIN_DISTINCT:
+        return result
+    dip, dip_p = diptest.diptest(x)
+    mixture = GaussianMixture(2, covariance_type="spherical", reg_covar=REG_COVAR, tol=EM_TOL,
+                              max_iter=EM_MAX_ITER, n_init=EM_STARTS, init_params="k-means++",
+                              random_state=seed).fit(x[:, None])
+    order = np.argsort(mixture.means_[:, 0])
+    weights, means, variances = mixture.weights_[order], mixture.means_[order, 0], mixture.covariances_[order]
+    delta = _delta_bic(_one_gaussian_loglik(x), mixture.score(x[:, None]) * len(x), len(x))
+    boot = _bootstrap_delta_bic(x, weights, means, variances, resamples, np.random.default_rng(seed))
+    low, high = np.percentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
+    verdict = ("holds" if dip_p < alpha and low > 0 else "contradicted" if high < 0 else "undecided")
+    result.update(dip=float(dip), dip_p=float(dip_p), delta_bic=float(delta), delta_bic_low=float(low),
+                  delta_bic_high=float(high), verdict=verdict, threshold=_crossing(weights, means, variances),
+                  components=[[float(w), float(m), float(np.sqrt(v))] for w, m, v in zip(weights, means, variances)])
+    return result
+
+
+def selective_threshold(channel_pr: np.ndarray, rule: str | float, test: dict) -> float:
+    """The PR below which a live channel is selective under `rule` (NaN: none is): "test", the threshold
+    of the bimodality test (`test`) only when its verdict is "holds"; "otsu", Otsu's threshold of the live
+    channels' PRs, whatever the test says; a number, that number."""
+    if rule == "test":
+        return test["threshold"] if test["verdict"] == "holds" else float("nan")
+    if rule == "otsu":
+        live = channel_pr[np.isfinite(channel_pr)]
+        return float(threshold_otsu(live)) if len(np.unique(live)) >= 2 else float("nan")
+    if isinstance(rule, numbers.Real) and not isinstance(rule, bool):
+        return float(rule)
+    raise ValueError(f"selective rule {rule!r}: not one of {', '.join(SELECTIVE_RULES)} nor a number")
 
 
 def active_channels(phi: np.ndarray, fraction: float, channels: np.ndarray | None = None) -> np.ndarray:
@@ -153,47 +292,6 @@ def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sort(np.degrees(subspace_angles(a, b)))
 
 
-def group_by_active_selective(phi: np.ndarray, selective: np.ndarray, fraction: float,
-                              min_size: int) -> list[tuple[tuple[int, ...], np.ndarray]]:
-    """Images grouped by their set of active selective channels: [(channels, image indices)], groups of at
-    least min_size images with at least one active selective channel (so never an image whose φ is zero),
-    largest first."""
-    selective_ids = np.flatnonzero(selective)
-    # Patterns packed 8 channels to a byte (same lexicographic order); members of every pattern from one sort.
-    packed = np.packbits(active_channels(phi, fraction, selective), axis=1)
-    patterns, inverse, counts = np.unique(packed, axis=0, return_inverse=True, return_counts=True)
-    patterns = np.unpackbits(patterns, axis=1, count=len(selective_ids)).astype(bool)
-    by_pattern = np.split(np.argsort(inverse.ravel(), kind="stable"), np.cumsum(counts)[:-1])
-    groups = [(tuple(int(c) for c in selective_ids[pattern]), members)
-              for pattern, members in zip(patterns, by_pattern) if pattern.any() and len(members) >= min_size]
-    return sorted(groups, key=lambda g: -len(g[1]))
-
-
-def subspace_statistics(phi: np.ndarray, groups: list[np.ndarray], energy: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per group: size, effective dimension (`energy` of the squared singular values) and participation
-    dimension; per pair of groups: the principal angles between their subspaces (smallest and mean; NaN
-    when a group's rows are all zero: {0} makes no angle)."""
-    spectra = [spectrum(gram(phi, members)) for members in groups]
-    dims = [_effective_dimension(s2, energy) for s2, _ in spectra]
-    bases = [vectors[:, :d] for (_, vectors), d in zip(spectra, dims)]
-    per_group = pd.DataFrame({"group": range(len(groups)), "size": [len(m) for m in groups], "dimension": dims,
-                              "pr_dimension": [_participation_dimension(s2) for s2, _ in spectra]})
-    pairs = []
-    for i in range(len(groups)):
-        for j in range(i + 1, len(groups)):
-            angles = principal_angles(bases[i], bases[j])
-            smallest, mean = (angles[0], angles.mean()) if len(angles) else (np.nan, np.nan)
-            pairs.append(dict(group_a=i, group_b=j, min_angle=smallest, mean_angle=mean))
-    return per_group, pd.DataFrame(pairs, columns=["group_a", "group_b", "min_angle", "mean_angle"])
-
-
-def shuffled_groups(groups: list[np.ndarray], n_images: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Random groups of the same sizes, disjoint as the real ones are: the baseline for subspace statistics."""
-    order = rng.permutation(n_images)
-    bounds = np.cumsum([0] + [len(m) for m in groups])
-    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 def _mutual_information(estimate, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """The estimate for each column of x; exactly 0 for a constant one (e.g. a dead channel), which carries
     no information: the estimator jitters its input, and would find a little (~0.003 nats)."""
@@ -259,33 +357,23 @@ def stability_table(block_means: pa.Table, sigma1: float) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def channel_table(phi: np.ndarray, active_fraction: float) -> tuple[pd.DataFrame, float, bool]:
+def channel_table(phi: np.ndarray, active_fraction: float, rule: str | float = "test", alpha: float = 0.05,
+                  resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Per channel: PR across images, mean, fraction of images where it is active, dead (zero on every
-    image: PR NaN) or not, selective or not (paper fig. 3; never a dead channel, nor any channel when the
-    threshold is NaN). Returns (table, threshold, bimodal)."""
+    image: PR NaN) or not, selective or not (paper fig. 3): a live channel whose PR is below the threshold
+    of `rule` (selective_threshold; never a dead channel, nor any channel when the threshold is NaN).
+    Returns (table, summary): channels, dead, live, selective (their counts), rule, threshold (the one
+    applied), mixture_threshold (the bimodality test's, applied or not) and the test's numbers
+    (bimodality: dip, dip_p, delta_bic, delta_bic_low, delta_bic_high, alpha, resamples, confidence,
+    verdict, components)."""
     total, squares = sums(phi, axis=0)
     pr = _participation_ratio(total, squares, len(phi))
-    threshold, bimodal = selectivity_threshold(pr)
+    test = bimodality(pr, alpha, resamples, confidence, seed)
+    threshold = selective_threshold(pr, rule, test)
     table = pd.DataFrame({"channel": np.arange(phi.shape[1]), "pr": pr, "mean": total / len(phi),
                           "active_fraction": active_channels(phi, active_fraction).mean(axis=0),
                           "dead": squares == 0, "selective": pr < threshold})
-    return table, threshold, bimodal
-
-
-def union_of_subspaces(phi: np.ndarray, selective: np.ndarray, active_fraction: float, min_size: int,
-                       energy: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Groups of images sharing active selective channels, their subspaces' dimensions and pairwise
-    principal angles, beside the same statistics for random groups of the same sizes (paper fig. 5).
-    Returns (groups: kind, group, channels, size, dimension; pairs: kind, group_a, group_b, angles)."""
-    groups = group_by_active_selective(phi, selective, active_fraction, min_size)
-    members = [m for _, m in groups]
-    if len(members) < 2:  # nothing to compare: empty tables, said so in the figure
-        return (pd.DataFrame(columns=["group", "size", "dimension", "pr_dimension", "channels", "kind"]),
-                pd.DataFrame(columns=["group_a", "group_b", "min_angle", "mean_angle", "kind"]))
-    real_groups, real_pairs = subspace_statistics(phi, members, energy)
-    real_groups["channels"] = [" ".join(map(str, channels)) for channels, _ in groups]
-    shuffled = shuffled_groups(members, len(phi), np.random.default_rng(seed))
-    base_groups, base_pairs = subspace_statistics(phi, shuffled, energy)
-    base_groups["channels"] = ""
-    return (pd.concat([real_groups.assign(kind="active channels"), base_groups.assign(kind="shuffled")], ignore_index=True),
-            pd.concat([real_pairs.assign(kind="active channels"), base_pairs.assign(kind="shuffled")], ignore_index=True))
+    summary = dict(channels=len(table), dead=int(table.dead.sum()), live=test.pop("live"),
+                   selective=int(table.selective.sum()), rule=rule, threshold=threshold,
+                   mixture_threshold=test.pop("threshold"), **test)
+    return table, summary

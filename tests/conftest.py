@@ -24,6 +24,7 @@ TINY_CONFIG = {
     "cluster": {"sigmas": [0.1], "ks": [4], "n_init": 2, "montage_clusters": 3, "montage_members": 3, "queries": 2,
                 "neighbours": 3, "probe_max_iter": 200},
     "emergence": {"steps": [0, 10, 30]},  # training keeps 0, 10, 20, 30
+    "gist": {"max_steps": 200},
     "sample": {"targets": 3, "samples_per_target": 2, "targets_per_job": 2, "n_noise": 2,
                "schedule": {"sigma_max": 0.5, "sigma_min": 0.08, "steps": 3}, "matching": {"max_iter": 3},
                "ascent": {"sigma_0": 0.5, "sigma_final": 0.1, "h0": 0.3, "beta": 0.5, "max_steps": 20},

@@ -183,7 +183,7 @@ def test_an_unknown_photograph_is_refused_with_the_bundled_ones():
     assert message.startswith("data.patches.images: unknown 'astronot' (did you mean 'astronaut'?); bundled: astronaut, ")
 
 
-def test_a_folders_files_bound_k_and_an_empty_folder_or_a_one_image_label_is_refused(tmp_path):
+def test_a_folders_files_bound_k_and_an_empty_folder_is_refused_a_one_image_label_warned_of(tmp_path):
     config = validated(TINY_CONFIG)
     config["data"] |= {"source": "folder", "folder": {"path": str(tmp_path)}}
     config["cluster"]["ks"] = [4]
@@ -191,7 +191,7 @@ def test_a_folders_files_bound_k_and_an_empty_folder_or_a_one_image_label_is_ref
         check(config)
     (tmp_path / "cats").mkdir()
     (tmp_path / "cats" / "a.png").write_bytes(b"listed, not decoded")
-    with pytest.raises(ConfigError, match="label 'cats' has 1 image"):
+    with pytest.warns(UserWarning, match="label 'cats' has 1 image"), pytest.raises(ConfigError, match="cluster.ks"):
         check(config)
     for name in ("b.png", "c.png"):
         (tmp_path / "cats" / name).write_bytes(b"listed, not decoded")

@@ -16,6 +16,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from semcore import findings
 from semcore.model import UNetConfig, UNetFlex
 from semcore.train import read_log
 
@@ -58,8 +59,15 @@ def test_phi_per_job_and_the_statistics_read_back(finished_run):
     channels = pd.read_parquet(results / "stats" / "channels.parquet")
     summary = json.loads((results / "stats" / "channels.json").read_text())
     assert len(channels) == 32 and summary["selective"] == channels.selective.sum()
+    assert {"sigma", "channels", "dead", "live", "selective", "rule", "threshold", "dip", "dip_p", "delta_bic",
+            "delta_bic_low", "delta_bic_high", "alpha", "resamples", "confidence", "verdict"} <= set(summary)
+    assert summary["rule"] == "test" and summary["verdict"] in ("holds", "contradicted", "undecided")
+    assert summary["verdict"] == "holds" or summary["selective"] == 0  # rule test: none unless bimodal
     groups = pd.read_parquet(results / "stats" / "subspace_groups.parquet")
-    assert set(groups.kind) <= {"active channels", "shuffled"}
+    assert set(groups.kind) <= {"active channels", "random"}
+    heldout = pd.read_parquet(results / "stats" / "subspace_heldout.parquet")
+    assert list(heldout.columns) == ["kind", "group", "key", "own_residual", "other_residual"]
+    assert set(heldout.key) <= set(phi.key) and set(heldout.kind) == set(groups.kind)
     mi = pd.read_parquet(results / "stats" / "factor_mutual_information.parquet")
     assert {"background", "foreground", "fg_x"} <= set(mi.factor)
     for figure in ("block_pr", "stability", "channel_pr", "channel_montage", "subspaces", "factors"):
@@ -89,6 +97,29 @@ def test_clusters_neighbours_and_semantic_scores_read_back(finished_run):
     assert probe.k.isna().all() and probe.value.between(0, 1).all()
     for figure in ("neighbours", "semantic_scores"):
         assert Image.open(results / "figures" / f"{figure}.png").size[0] > 500
+
+
+def test_findings_read_back_with_intervals_and_verdicts(finished_run):
+    results = finished_run / "results" / "tiny"
+    table = pd.read_parquet(results / "findings.parquet")
+    assert list(table.columns) == findings.COLUMNS
+    claims = " ".join(table.claim)
+    for claim in ("sparsity", "stability", "selective channels", "union of subspaces", "semantic clustering: φ beats pixels",
+                  "semantic clustering: φ beats the untrained", "linear probe: φ beats pixels", "keep the gist: background"):
+        assert claim in claims
+    assert table.verdict.isin(findings.VERDICTS).all()
+    assert set(table.unit) >= {"images", "channels", "held-out images", "test images", "conditioners"}
+    measured = table[table.n > 0]
+    for column in ("value", "baseline", "difference"):
+        low, estimate, high = (measured[c] for c in (f"{column}_low", column if column != "baseline" else "baseline_value",
+                                                     f"{column}_high"))
+        assert (low <= high).all() and ((low <= estimate + 1e-9) & (estimate - 1e-9 <= high) | low.isna()).all()
+    # A row holds exactly when its difference's interval excludes 0 in the claim's direction.
+    sparsity = table.set_index("claim").loc["sparsity: the middle block is the sparsest"]
+    assert (sparsity.verdict == "holds") == (sparsity.difference_high < 0)
+    # The Markdown is the table's, re-rendered from the Parquet; the report's page is written.
+    assert (results / "findings.md").read_text() == findings.markdown(table, "Findings on tiny")
+    assert "<table" in (results / "findings.html").read_text()
 
 
 def test_emergence_over_training_reads_back_and_a_new_step_runs_only_its_jobs(finished_run, tiny_config):

@@ -1,5 +1,6 @@
 """Adapter for rule `gist_scores`: the gist classifier's verdict on the self-guided and unconditional samples
-(agreement with each conditioner's class) and their KID against real test images."""
+(agreement with each conditioner's class) and their KID against real test images; failed samples (NaN/inf)
+are left out of both, and counted in the agreement table (n_failed)."""
 import logging
 import sys
 
@@ -21,7 +22,12 @@ manifest = pd.read_parquet(snakemake.input.manifest)
 truth, _ = gist.gist_targets(manifest, net.config.hue_bins)
 labels = manifest[manifest.status == "written"].set_index("key").label
 
-samples = pq.read_table(snakemake.input.samples, columns=["method", "target", "key", "sample_id", "png"]).to_pandas()
+# `failed`: the sample became NaN/inf while drawn (semcore.sample.score); it is left out of the scores, counted.
+columns = ["method", "target", "key", "sample_id", "failed", "png"]
+samples = pq.read_table(snakemake.input.samples, columns=columns).to_pandas()
+if samples.failed.any():
+    logging.warning("%d failed sample(s) left out of the gist scores: %s", samples.failed.sum(),
+                    samples[samples.failed].groupby("method").size().to_dict())
 sample_images = torch.from_numpy(np.stack([decode_png(png) for png in samples.png])).permute(0, 3, 1, 2)
 conditioner_keys = list(samples.key.unique())
 found = images_by_key(snakemake.input.shards, manifest, conditioner_keys)
@@ -42,8 +48,11 @@ print(table[table.target.isna()].pivot(index="head", columns="measure", values="
       file=sys.stderr)
 
 sample_features = gist.features(net, sample_images)
-quality = gist.kid({method: sample_features[(samples.method == method).to_numpy()]
-                    for method in samples.method.unique()}, gist.features(net, test_images), p.kid_subsets, p.seed)
+kept = {method: (samples.method == method).to_numpy() & ~samples.failed.to_numpy()
+        for method in samples.method.unique()}
+quality = gist.kid({method: sample_features[rows] for method, rows in kept.items() if rows.sum() >= 2},
+                   gist.features(net, test_images), p.kid_subsets, p.seed)
+quality["n_failed"] = quality.set.map(samples[samples.failed].method.value_counts()).fillna(0).astype(int)
 write_parquet(quality, snakemake.output.quality)
 figures.html_tables(figures.gist_summary(table, quality), snakemake.output.summary)
 print(quality.to_string(float_format="%.4g"), file=sys.stderr)

@@ -13,19 +13,33 @@ from semcore.progress import job_log
 job_log(snakemake)
 p = snakemake.params
 meta, phi = read_phi(snakemake.input.phi, p.sigma)
-table, threshold, bimodal = stats.channel_table(phi, p.active_fraction)
+table, summary = stats.channel_table(phi, p.active_fraction, p.rule, p.alpha, p.resamples, p.confidence, p.seed)
 shards.write_parquet(table, snakemake.output.table)
-summary = dict(sigma=p.sigma, threshold=threshold, bimodal=bimodal, channels=len(table),
-               selective=int(table.selective.sum()), dead=int(table.pr.isna().sum()))
+summary = dict(sigma=p.sigma, **summary)
 with atomic(snakemake.output.summary) as tmp:
     tmp.write_text(json.dumps(summary, indent=2))
 print(summary, file=sys.stderr)
-figures.channel_pr_histogram(table, threshold, snakemake.output.histogram)
+figures.channel_pr_histogram(table, summary, snakemake.output.histogram)
 
 # The most selective channels (lowest PR) among those active on a montage's worth of images (a channel
-# alive on one image only has PR ≈ 0 and shows nothing), each with the images that activate it most.
-populated = table.selective & (table.active_fraction * len(phi) >= p.montage_images)
-channels = table[populated].nsmallest(p.montage_channels, "pr").channel.to_numpy()
+# alive on one image only has PR ≈ 0 and shows nothing), each with the images that activate it most;
+# when none of those is selective, the lowest-PR such channels, titled as not selective.
+populated = table.active_fraction * len(phi) >= p.montage_images
+if (table.selective & populated).any():
+    shown = table[table.selective & populated]
+    title = f"Images that activate a selective channel most (σ = {p.sigma:g})"
+else:
+    shown = table[populated]
+    if summary["selective"]:
+        why = f"None of the {summary['selective']} selective channels is active on {p.montage_images} images"
+    elif p.rule == "test":
+        why = f"No channel is selective (bimodality {summary['verdict']})"
+    elif np.isfinite(summary["threshold"]):
+        why = f"No channel is selective (none below {summary['threshold']:.2f})"
+    else:
+        why = f"No channel is selective (rule {p.rule}: no threshold)"
+    title = f"{why}: images that activate the lowest-PR channels most, none of them selective (σ = {p.sigma:g})"
+channels = shown.nsmallest(p.montage_channels, "pr").channel.to_numpy()
 top = {c: np.argsort(-phi[:, c])[: p.montage_images] for c in channels}
 keys = meta.key.to_numpy()
 manifest = pd.read_parquet(snakemake.input.manifest)
@@ -34,4 +48,4 @@ names = manifest.set_index("key").label_name
 figures.montage([(f"channel {c} (PR {table.pr[c]:.2f})", [images[keys[i]] for i in rows]) for c, rows in top.items()],
                 snakemake.output.montage, columns=[str(i + 1) for i in range(p.montage_images)],
                 labels=[[names[keys[i]] for i in rows] for rows in top.values()],
-                title=f"Images that activate a selective channel most (σ = {p.sigma:g})")
+                title=title)
