@@ -57,15 +57,19 @@ def interval(statistic: Callable, sizes: tuple[int, ...], settings: Bootstrap, v
 
 
 def half_sample_interval(statistic: Callable, n: int, settings: Bootstrap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(estimate, low, high) of a vector-valued statistic of unit indices, the interval from the
-    percentiles of the statistic on random halves of the units (drawn without replacement)."""
+    """(estimate, low, high) of a vector-valued statistic of unit indices: the estimate plus the
+    percentiles of the statistic's deviations from its mean over random halves of the units (drawn
+    without replacement). The deviations, not the values: a statistic that depends on n (AMI does: on
+    half the images each cluster holds half as many) is shifted on halves, and its spread is what serves."""
     rng = np.random.default_rng(settings.seed)
     estimate = np.asarray(statistic(np.arange(n)), dtype=float)
     if n < 4:
         return estimate, np.full_like(estimate, np.nan), np.full_like(estimate, np.nan)
     halves = np.array([statistic(rng.choice(n, n // 2, replace=False)) for _ in range(settings.resamples)])
     tail = 50 * (1 - settings.confidence)
-    return estimate, np.percentile(halves, tail, axis=0), np.percentile(halves, 100 - tail, axis=0)
+    deviations = halves - halves.mean(axis=0)
+    return (estimate, estimate + np.percentile(deviations, tail, axis=0),
+            estimate + np.percentile(deviations, 100 - tail, axis=0))
 
 
 def verdict(low: float, high: float, direction: str) -> str:
@@ -200,8 +204,8 @@ def semantic_clustering(assignments: dict[str, pd.DataFrame], sigma: float, k: i
 
     Not the bootstrap: a resample's repeated images are ties that raise its mutual information (on the
     tiny run's 240 images, both the percentile and the basic interval excluded the estimate). Half-samples
-    drawn without replacement make no ties, and the spread of a half-sample's estimate about the whole
-    sample's is about that of the whole sample's about the truth (1/(n/2) − 1/n = 1/n)."""
+    drawn without replacement make no ties, and the spread of a half-sample's estimate about its mean is
+    about that of the whole sample's about the truth (1/(n/2) − 1/n = 1/n): half_sample_interval."""
     rows = []
     for representation, name in BASELINES:
         claim, measure = f"semantic clustering: φ beats {name}", f"k-means AMI with the label, k={k}, σ={sigma:g}"

@@ -10,6 +10,7 @@ from PIL import Image
 
 from semcore import figures, findings, stats, subspaces
 from semcore.subspaces import GROUPS, RANDOM
+from test_stats import two_groups_with_zeros
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,18 +176,6 @@ def test_union_of_subspaces_descriptive_statistics():
     rand = subspaces.random_groups(members, np.random.default_rng(1))
     assert [len(m) for m in rand] == [len(m) for m in members]
     assert sorted(np.concatenate(rand)) == sorted(np.concatenate(members))
-
-
-def two_groups_with_zeros(rng: np.random.Generator) -> np.ndarray:
-    """Two groups (channels 1 and 2 selective), channel 4 dead, and 20 images whose φ is zero (float32,
-    as φ files are)."""
-    n = 100
-    phi = np.zeros((2 * n + 20, 5), np.float32)
-    phi[:2 * n, 0] = rng.uniform(1, 2, 2 * n)
-    phi[:n, 1] = rng.uniform(1, 2, n)
-    phi[n:2 * n, 2] = rng.uniform(1, 2, n)
-    phi[:2 * n, 3] = rng.uniform(0, 0.1, 2 * n)
-    return phi
 
 
 def test_zero_images_join_no_group_and_zero_rows_have_no_dimension_nor_angle():
