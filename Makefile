@@ -29,7 +29,7 @@ demo: setup
 # After `make demo`: keep its findings and time per rule in benchmarks/runs/ and rewrite the README's
 # generated blocks from them (tests/test_readme.py checks the README against what is kept).
 readme: setup
-	$(BIN)/python benchmarks/readme_runs.py --write $(NAME) --command "make demo"
+	$(BIN)/python benchmarks/readme_runs.py --write $(NAME) --command "make demo" --time
 
 # For a person to look at: a PNG of each page of the report (headless Chromium; Debian: apt-get install chromium).
 report-screenshots: setup
