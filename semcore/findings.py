@@ -183,7 +183,7 @@ def union_of_subspaces(heldout: pd.DataFrame, settings: Bootstrap = Bootstrap())
                 f"{real.group.nunique()} groups; random groups resampled independently")
 
 
-def _agreement_scores(pairs: pd.DataFrame, columns: tuple[str, str]) -> Callable:
+def _ami_and_difference(pairs: pd.DataFrame, columns: tuple[str, str]) -> Callable:
     """AMI of the label with each of two clusterings of the same images, and their difference, on indices."""
     label, first, second = (pairs[c].to_numpy() for c in ("label", *columns))
 
@@ -215,7 +215,7 @@ def semantic_clustering(assignments: dict[str, pd.DataFrame], sigma: float, k: i
             rows.append(_undecided(claim, measure, "images", name, "fewer than two labels among the clustered images"))
             continue
         rows.append(_row(claim, measure, "images", len(pairs), name,
-                         *half_sample_interval(_agreement_scores(pairs, ("cluster", "cluster_base")), len(pairs),
+                         *half_sample_interval(_ami_and_difference(pairs, ("cluster", "cluster_base")), len(pairs),
                                                settings), "higher", settings.describe(method="half-sample interval")))
     return rows
 
@@ -253,7 +253,7 @@ def gist(agreement: pd.DataFrame, accuracy: pd.DataFrame, settings: Bootstrap = 
         shares = table.pivot_table(index="target", columns="measure", values="value")
         pairs = shares[["guided", "unconditional"]].dropna()
         failed = int(table[table.measure.isin(["guided", "unconditional"])].n_failed.sum())
-        measure = f"share of guided samples in the conditioner's class, mean over conditioners"
+        measure = "share of guided samples in the conditioner's class, mean over conditioners"
         note = (f"{len(heads)} heads compared: intervals Bonferroni-corrected"
                 + (f"; {failed} failed samples left out" if failed else ""))
         row = _row(f"self-guided samples keep the gist: {head}", measure, "conditioners", len(pairs),
