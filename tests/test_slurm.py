@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from slurm_cluster import CONF, GPU_TYPE, GPUS, GRES_CONF, MARKER, Cluster, Unavailable, ensure_installed
 
 import conftest
 from conftest import REPO, TINY_CONFIG, write_config
-from slurm_cluster import CONF, GPU_TYPE, GPUS, GRES_CONF, MARKER, Cluster, Unavailable, ensure_installed
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 SITE_KEYS = ("slurm_partition", "slurm_account")
@@ -56,12 +56,15 @@ def cluster(slurm_installed, request, tmp_path_factory):
         running = Cluster(tmp_path_factory.mktemp("slurm")).__enter__()
     except Unavailable as e:
         skip_loudly(str(e))
-    yield running
-    running.stop()
-    # The machine as the test found it: no daemon of ours left, none of our files in /etc (the Debian
-    # packages, when the test installed them, stay installed).
+    try:
+        yield running
+    finally:  # the test passed, failed or was interrupted
+        running.stop()
+    # The machine as the test found it: no daemon of ours left, none of our files in /etc, /run, /var or
+    # the temporary folder (the Debian packages, when the test installed them, stay installed).
     assert all(proc.poll() is not None for proc in running.procs.values()), "a SLURM daemon outlived the test"
     assert not [conf for conf in (CONF, GRES_CONF) if conf.exists() and MARKER in conf.read_text(errors="replace")]
+    assert not running.leftovers(), (running.leftovers(), running.cleanup_errors)
 
 
 def slurm_test_profile(cpus: int, rules: list[str], path: Path) -> Path:
@@ -107,6 +110,10 @@ def run_snakemake(workdir: Path, *args: str) -> tuple[int, str]:
             os.killpg(proc.pid, signal.SIGTERM)  # snakemake cancels its SLURM jobs on SIGTERM
             proc.wait(timeout=60)
             rc = "timeout"
+        except BaseException:  # interrupted: no snakemake of ours keeps running
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+            raise
     return rc, (workdir / "snakemake.out").read_text()
 
 
@@ -118,11 +125,16 @@ def kill_after_submission(workdir: Path, *args: str) -> list[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=os.environ | {"PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + RUN_TIMEOUT
-        while not (submitted := re.findall(r"submitted with SLURM jobid (\d+)", (workdir / "killed.out").read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, (workdir / "killed.out").read_text()[-3000:]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        try:
+            while not (submitted := re.findall(r"submitted with SLURM jobid (\d+)", (workdir / "killed.out").read_text())):
+                assert proc.poll() is None and time.monotonic() < deadline, (workdir / "killed.out").read_text()[-3000:]
+                time.sleep(0.2)
+        finally:  # also when the assertion fails or the test is interrupted
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it and its group had already ended
+                pass
+            proc.wait()
     return submitted
 
 
