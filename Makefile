@@ -26,8 +26,8 @@ demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report $(REPORT)
 
-# After `make demo`: keep its findings and time per rule in benchmarks/runs/ and rewrite the README's
-# generated blocks from them (tests/test_readme.py checks the README against what is kept).
+# After `make demo`: keep its findings and time per rule in benchmarks/runs/ and rewrite the generated
+# blocks of README.md and docs/ from them (tests/test_readme.py checks them against what is kept).
 readme: setup
 	$(BIN)/python benchmarks/readme_runs.py --write $(NAME) --command "make demo" --time
 

@@ -26,6 +26,7 @@ include: "rules/findings.smk"
 rule all:
     default_target: True
     input:
+        rules.run_config.output,
         rules.shard.output.manifest,
         rules.data_overview.output,
         rules.train.output.model,

@@ -16,13 +16,12 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from semcore import figures, sample, shards, tables
-from semcore.config import UNetConfig, TrainConfig
 from semcore.model import UNetFlex
+from semcore.plan.settings import TrainConfig, UNetConfig
 from semcore.train import psnr_table, train
 
 BASE = dict(channels=[16, 32, 64, 128], steps=1200, batch_size=32, lr=2e-3, lr_halve_every=400, sigma_max=0.5,
@@ -57,7 +56,7 @@ def run(name: str, v: dict, shard_dir: str, out: Path) -> dict:
     model = UNetFlex.from_pretrained(run_dir / "model.pt").eval()
     test = shards.first_images(shard_dir, "test", 256).float() / 255
     psnr = {row["sigma"]: row["psnr_denoised"] for row in psnr_table(model, test, [0.1, 0.3, 0.6], 0)}
-    start = shards.start_image(shards.shard_paths(shard_dir, "train"), "mean_colour")
+    start = sample.start_image(shards.shard_paths(shard_dir, "train"), "mean_colour")
     rows, steps = [], {}
     started = time.perf_counter()
     for h0, beta, schedule in [(v["h0"], v["beta"], v["h_schedule"]), *SAMPLERS]:  # the variant's, then the sweep

@@ -22,10 +22,11 @@ from snakemake.utils import validate
 from torch.utils.flop_counter import FlopCounterMode
 
 from semcore import shards
-from semcore.config import SCHEMA, model_config, train_config
 from semcore.model import UNetFlex
-from semcore.sources import patches, synthetic
+from semcore.plan.schema import SCHEMA
+from semcore.plan.settings import model_config, train_config
 from semcore.runtime import Precision, as_model_input
+from semcore.sources import patches, synthetic
 from semcore.train import train
 
 REPO = Path(__file__).resolve().parents[1]

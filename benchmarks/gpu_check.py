@@ -18,9 +18,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from semcore.cluster import kmeans
-from semcore.config import UNetConfig
 from semcore.model import UNetFlex
 from semcore.phi import noise_averaged_means
+from semcore.plan.settings import UNetConfig
 from semcore.runtime import Precision, resolve_device
 from semcore.train import denoising_loss
 

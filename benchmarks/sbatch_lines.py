@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from bench_dag import REPO, imagenet_workdir
 
 STAND_IN = '#!/bin/sh\necho "sbatch $*" >> "$SBATCH_LOG"\necho 4242\n'

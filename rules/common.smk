@@ -1,18 +1,16 @@
-import ast
 import functools
 import math
 import os
 from pathlib import Path
 
-from snakemake.utils import validate
+import pyarrow.parquet as pq
 
-from semcore import config as semcore_config, schema
-from semcore.features import feature_set_names, parse as parse_feature_set
-from semcore.sources import input_files
+# The torch-free layer: planning imports nothing that a job computes with.
+from semcore.plan import code, names, resources, sampler, settings, sizes
+from semcore.plan.checks import validated
+from semcore.plan.inputs import input_files
 
-schema.validate(config, semcore_config.SCHEMA)  # a short line per error
-validate(config, schema=str(semcore_config.SCHEMA))  # fills in the defaults
-semcore_config.check(config)
+validated(config)  # every schema error a line, the defaults filled in, the keys checked together
 
 # Workflow scripts import semcore from this checkout, also inside --software-deployment-method conda envs.
 # (Set here, not read: hence no `envvars:`.)
@@ -23,8 +21,8 @@ SOURCE = config["data"]["source"]
 CLUSTER = config["cluster"]
 SAMPLE = config["sample"]
 GIST = config["gist"]
-FEATURE_SETS = feature_set_names(CLUSTER["sigmas"])  # phi-s<σ>, untrained-s<σ>, pixels
-UNCONDITIONAL_START, UNCONDITIONAL_ASCENT = semcore_config.unconditional_sampler(SAMPLE)
+FEATURE_SETS = names.feature_set_names(CLUSTER["sigmas"])  # phi-s<σ>, untrained-s<σ>, pixels
+UNCONDITIONAL_START, UNCONDITIONAL_ASCENT = sampler.unconditional_sampler(SAMPLE)
 
 
 # The wildcards of every rule, in one place: a chunk of consecutive shards of a split, a training step, a
@@ -39,6 +37,7 @@ wildcard_constraints:
 
 # Rules of seconds and little memory run in the Snakemake process itself, never as cluster jobs.
 localrules:
+    run_config,
     data_overview,
     sparsity,
     stability,
@@ -77,33 +76,10 @@ def factor_outputs(wildcards):
     return rules.factors.output if SOURCE == "synthetic" else []
 
 
-@functools.cache
-def semcore_imports(path):
-    """The semcore modules a Python file imports (its direct imports)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        modules = (Path(workflow.basedir, *name.split(".")).with_suffix(".py") for name in names)
-        found += [m for m in modules if m.parts[-2:-1] == ("semcore",) and m.is_file()]
-    return found
-
-
 def script_code(script):
-    """A workflow script and every semcore module it imports, transitively. Declared as the `code` input
-    of the rule that runs it, so editing that code reruns the rule (Snakemake's own code trigger sees the
-    rule's text, not the modules it imports)."""
-    todo, seen = [Path(workflow.basedir, "workflow_scripts", f"{script}.py")], set()
-    while todo:
-        path = todo.pop()
-        if path not in seen:
-            seen.add(path)
-            todo += semcore_imports(path)
-    return sorted(str(p) for p in seen)
+    """workflow_scripts/<script>.py and the semcore files it imports: a rule's `code` input, so that editing
+    them reruns the rule."""
+    return code.script_code(workflow.basedir, script)
 
 
 def written_manifest():
@@ -123,18 +99,16 @@ def training_images():
 
 @functools.cache
 def manifest_training_images(manifest, mtime_ns):
-    return semcore_config.training_images(manifest)
+    return sizes.training_images(manifest)
 
 
 def final_step():
     """The last training step (its φ is the trained network's); None with model.pretrained."""
-    return semcore_config.final_step(config, training_images())
+    return sizes.final_step(config, training_images())
 
 
 def images_in_run():
     """Rows of the manifest (every input image), from its Parquet footer; 0 until it is written."""
-    import pyarrow.parquet as pq
-
     if not written_manifest():
         return 0
     return pq.ParquetFile(written_manifest()).metadata.num_rows
@@ -151,9 +125,8 @@ def label_count():
 
 
 def analysis_mem_mb(rule_name):
-    """A rule's mem_mb, by semcore.resources: its memory model at this config and number of images
+    """A rule's mem_mb, by semcore.plan.resources: its memory model at this config and number of images
     (and the job's feature set and k, the labels' count where they matter)."""
-    from semcore import resources
 
     def mem_mb(wildcards):
         n_classes = label_count() if rule_name in ("probe", "semantic_scores", "emergence_step") else 0
@@ -177,11 +150,6 @@ def train_gpus():
 # Used by rules/phi.smk.
 
 
-# Seconds of GPU per forward pass of one 64×64 image through the paper's encoder and middle block, with a
-# ~3× margin (a 1,280-image shard at 20 σ × 20 draws, ~490k passes, is ~6–15 s of work): sizes φ's runtime.
-PHI_SECONDS_PER_FORWARD = 1e-4
-
-
 def shard_names():
     """The shards `shard` wrote: known once that checkpoint has run."""
     shard_dir = checkpoints.shard.get().output.shards
@@ -189,34 +157,20 @@ def shard_names():
 
 
 def phi_chunks():
-    """φ's jobs: consecutive shards of one split, phi.shards_per_job at a time, each named by its first and
-    last shard (train-000000-000007 holds train-000000.tar … train-000007.tar)."""
-    size = config["phi"]["shards_per_job"]
-    indices = {}
-    for name in shard_names():
-        split, index = name.rsplit("-", 1)
-        indices.setdefault(split, []).append(index)
-    return sorted(
-        f"{split}-{found[i]}-{found[min(i + size, len(found)) - 1]}"
-        for split, found in indices.items()
-        for i in range(0, len(found), size)
-    )
+    """φ's jobs: consecutive shards of one split, phi.shards_per_job at a time (semcore.plan.names)."""
+    return names.chunks(shard_names(), config["phi"]["shards_per_job"])
 
 
 def chunk_shards(wildcards):
-    split, first, last = wildcards.chunk.rsplit("-", 2)
-    return [f"{RESULTS}/shards/{split}-{i:06d}.tar" for i in range(int(first), int(last) + 1)]
+    return [f"{RESULTS}/shards/{shard}.tar" for shard in names.chunk_shards(wildcards.chunk)]
 
 
 def phi_runtime(sigmas):
-    """Minutes for a φ job at these σ: its forward passes (images × draws, one draw at σ = 0) on a GPU,
-    scaled by image area; at least 10 (start-up, reading the shards)."""
+    """Minutes for a φ job at these σ (semcore.plan.resources)."""
 
     def minutes(wildcards):
         images = len(chunk_shards(wildcards)) * config["data"]["samples_per_shard"]
-        forwards = images * sum(1 if sigma == 0 else config["phi"]["n_noise"] for sigma in sigmas)
-        area = (config["data"]["size"] / 64) ** 2
-        return max(10, math.ceil(forwards * area * PHI_SECONDS_PER_FORWARD / 60))
+        return resources.phi_minutes(config, images, sigmas)
 
     return minutes
 
@@ -275,7 +229,7 @@ def clustered_chunks():
     if CLUSTER["max_images"]:
         shards = shards[: math.ceil(CLUSTER["max_images"] / config["data"]["samples_per_shard"])]
     first_shards = set(shards)
-    return shards, [chunk for chunk in phi_chunks() if chunk.rsplit("-", 1)[0] in first_shards]
+    return shards, [chunk for chunk in phi_chunks() if names.chunk_shards(chunk)[0] in first_shards]
 
 
 def clustered_phi_files(folder):
@@ -286,7 +240,7 @@ def clustered_phi_files(folder):
 def feature_files(wildcards):
     """φ files of the trained or untrained network (training's step 0), or the shards themselves for
     pixels, of the clustered images."""
-    kind, _ = parse_feature_set(wildcards.features)
+    kind, _ = names.parse_feature_set(wildcards.features)
     if kind == "pixels":
         return expand(f"{RESULTS}/shards/{{shard}}.tar", shard=clustered_chunks()[0])
     return clustered_phi_files("phi" if kind == "phi" else "phi_snapshots/step-000000")
@@ -307,7 +261,7 @@ def emergence_outputs(wildcards):
 
 
 def emergence_tables(wildcards):
-    steps = semcore_config.emergence_steps(config, training_images())
+    steps = sizes.emergence_steps(config, training_images())
     return expand(f"{RESULTS}/emergence/step-{{step:06d}}.parquet", step=steps)
 
 
@@ -348,5 +302,4 @@ def gist_accuracy(wildcards):
 
 
 def gist_mem_mb(images):
-    """Torch and the network, and `images` uint8 images held with their decoding (a margin of 3×)."""
-    return 1500 + math.ceil(3 * images * config["data"]["size"] ** 2 * config["data"]["channels"] / 1e6)
+    return resources.gist_mem_mb(config, images)

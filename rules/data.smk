@@ -1,4 +1,24 @@
-# Images from the configured source → WebDataset shards, and a manifest accounting for every input.
+# The run's config as the workflow takes it; images from the configured source → WebDataset shards, and a
+# manifest accounting for every input.
+
+
+rule run_config:
+    input:
+        code=script_code("run_config"),
+    output:
+        f"{RESULTS}/config.yaml",
+    log:
+        f"{RESULTS}/logs/run_config.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        config=config,  # validated, its defaults filled in: any change rewrites this file, and reruns nothing else
+    script:
+        "../workflow_scripts/run_config.py"
 
 
 checkpoint shard:
@@ -23,7 +43,7 @@ checkpoint shard:
         options=source_options(),
         size=config["data"]["size"],
         channels=config["data"]["channels"],
-        min_size=semcore_config.min_size(config["data"]),
+        min_size=settings.min_size(config["data"]),
         test_fraction=config["data"]["test_fraction"],
         samples_per_shard=config["data"]["samples_per_shard"],
         seed=config["data"]["seed"],

@@ -26,7 +26,7 @@ rule emergence_step:
         gpu=1,
     params:
         step=lambda wildcards: int(wildcards.step),
-        snapshot=lambda wildcards: semcore_config.snapshot_name(int(wildcards.step)),
+        snapshot=lambda wildcards: names.snapshot_name(int(wildcards.step)),
         sigmas=CLUSTER["sigmas"],
         max_images=CLUSTER["max_images"],
         ks=CLUSTER["ks"],

@@ -84,4 +84,4 @@ use rule phi as phi_snapshot with:
         gpu=1,
     params:
         sigmas=config["cluster"]["sigmas"],
-        snapshot=lambda wildcards: semcore_config.snapshot_name(int(wildcards.step)),
+        snapshot=lambda wildcards: names.snapshot_name(int(wildcards.step)),

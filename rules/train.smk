@@ -35,7 +35,7 @@ rule train:
         runtime=24 * 60,
         gpu=1,
     params:
-        model=semcore_config.architecture(config),
+        model=settings.architecture(config),
         pretrained=config["model"]["pretrained"],
         train=config["train"],
         in_channels=config["data"]["channels"],

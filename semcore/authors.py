@@ -6,105 +6,30 @@ Kadkhodaie et al.'s code saves a trained network as a folder (e.g.
   (trained under DataParallel). Their module names are ours but for `mid.` (our `middle.`), the
   output conv, which is the last layer of `decoder.0` (our `output.`), and the norm's `gammas` and
   `running_sd` (our `gamma`, `running_std`); encoder, decoder and upsample indices coincide.
-- `exp_arguments.pkl`: the training arguments, a pickled dict (older runs: an argparse.Namespace)
-  that also holds a torch.device. It is read with an unpickler that admits only those two classes,
-  so a tampered file cannot run code.
+- `exp_arguments.pkl`: the training arguments (semcore.plan.authors_arguments reads them safely).
 
-Use: `UNetFlex.from_authors("denoisers/UNet_flex/imagenet/0to255_…/")` (the folder or its model.pt;
-without exp_arguments.pkl the architecture is inferred from the weights' names and shapes); it comes
-in eval mode, as the authors' loader returns it. `model.save_authors(folder)` writes the same format.
-Reading the arguments and renaming keys need no torch; only `load` and `save` import it.
+Use: `authors.load("denoisers/UNet_flex/imagenet/0to255_…/")` (the folder or its model.pt; without
+exp_arguments.pkl the architecture is inferred from the weights' names and shapes) gives a UNetFlex in eval
+mode, as the authors' loader returns it; `authors.save(model, folder)` writes the same format.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
 from dataclasses import asdict
 from pathlib import Path
 
-from semcore.config import UNetConfig
-from semcore.files import atomic, save_torch
+import torch
 
-# UNetConfig field → the authors' argument name.
-ARGUMENT_NAMES = {
-    "in_channels": "num_channels", "channels": "num_kernels", "enc_convs": "num_enc_conv",
-    "mid_convs": "num_mid_conv", "dec_convs": "num_dec_conv", "norm": "NormType", "bias": "bias",
-    "kernel_size": "kernel_size", "upsample_bias": "upsample_with_bias",
-}
-NORM_TYPES = {"layernorm": "layer", "batchnorm": "batch"}
+from semcore.files import atomic
+from semcore.model import UNetFlex
+from semcore.plan.authors_arguments import ARGUMENT_NAMES, config_from_arguments, read_arguments
+from semcore.plan.settings import UNetConfig
+from semcore.runtime import save_torch
+
 LEAF_NAMES = {"gammas": "gamma", "running_sd": "running_std"}  # the authors' → ours
-
-
-class _Namespace(dict):
-    """Stands in for argparse.Namespace: the pickle rebuilds it with __new__ and then its __dict__."""
-
-    def __setstate__(self, state: dict) -> None:
-        self.update(state)
-
-
-def _device(kind: str, index: int | None = None) -> str:
-    """Stands in for torch.device, which pickles as torch.device(kind[, index]): the device string."""
-    return kind if index is None else f"{kind}:{index}"
-
-
-class _ArgumentsUnpickler(pickle.Unpickler):
-    ALLOWED = {("argparse", "Namespace"): _Namespace, ("torch", "device"): _device}
-
-    def __init__(self, file, path):
-        super().__init__(file)
-        self.path = path
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(
-                f"{self.path}: refuses to load global {module}.{name}: only dict, list, "
-                "argparse.Namespace and torch.device are allowed")
-        return self.ALLOWED[module, name]
-
-
-def read_arguments(path: str | os.PathLike) -> dict:
-    """The training arguments in exp_arguments.pkl as a dict; a torch.device becomes its string."""
-    with open(path, "rb") as file:
-        arguments = _ArgumentsUnpickler(file, path).load()
-    if not isinstance(arguments, dict):
-        raise pickle.UnpicklingError(f"{path}: holds a {type(arguments).__name__}, not the arguments' dict")
-    return dict(arguments)
-
-
-def config_from_arguments(arguments: dict | argparse.Namespace, in_channels: int | None = None) -> UNetConfig:
-    """The UNetConfig of the authors' arguments; `in_channels` stands in for a missing num_channels.
-
-    Raises ValueError naming the argument for what UNetFlex cannot build (other architectures, no
-    skip connections, dilated decoder convs, InstanceNorm, padding other than 'same').
-    """
-    arguments = dict(vars(arguments) if isinstance(arguments, argparse.Namespace) else arguments)
-    if in_channels is not None:
-        arguments.setdefault("num_channels", in_channels)
-    missing = [name for name in ("arch_name", "num_kernels", "num_enc_conv", "num_mid_conv", "num_dec_conv",
-                                 "bias", "kernel_size", "padding", "num_channels") if name not in arguments]
-    if missing:
-        raise ValueError(f"missing arguments {missing}")
-    if arguments["arch_name"] != "UNet_flex":
-        raise ValueError(f"arch_name: {arguments['arch_name']!r} is not UNet_flex")
-    if not arguments.get("inter_skip", True):
-        raise ValueError("inter_skip: False (a UNet without skip connections) is not supported")
-    if arguments.get("dilations") is not None:
-        raise ValueError(f"dilations: {arguments['dilations']!r} (multi-dilation decoder convs) is not supported")
-    norm_type = arguments.get("NormType", "batchNorm")  # the authors' default for runs without it
-    if norm_type.lower() not in NORM_TYPES:
-        raise ValueError(f"NormType: {norm_type!r} is not supported (LayerNorm or BatchNorm)")
-    if arguments["padding"] != arguments["kernel_size"] // 2:
-        raise ValueError(f"padding: {arguments['padding']} is not kernel_size // 2 (UNetFlex keeps the image size)")
-    channels = list(arguments["num_kernels"])
-    return UNetConfig(
-        in_channels=arguments["num_channels"], channels=channels, enc_convs=list(arguments["num_enc_conv"]),
-        mid_convs=arguments["num_mid_conv"], dec_convs=list(arguments["num_dec_conv"]),
-        norm=NORM_TYPES[norm_type.lower()], bias=arguments["bias"], kernel_size=arguments["kernel_size"],
-        # Runs before the switch existed have the bias; with one block there is no upsampling it applies to.
-        upsample_bias=bool(arguments.get("upsample_with_bias", arguments["bias"])) and len(channels) > 2)
 
 
 def config_from_state_dict(state: dict) -> UNetConfig:
@@ -165,14 +90,13 @@ def _strip_module(state: dict) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load(path: str | os.PathLike, map_location="cpu") -> tuple[UNetConfig, dict]:
-    """(config, UNetFlex state_dict) of the authors' folder, or of its model.pt.
+def load(path: str | os.PathLike, map_location="cpu") -> UNetFlex:
+    """The authors' trained UNet_flex: their folder (model.pt, exp_arguments.pkl) or its model.pt; in eval
+    mode, as their loader returns it (a BatchNorm model then divides by its running std).
 
     The architecture comes from exp_arguments.pkl beside model.pt, checked against the weights'
     shapes, or, without it, from the shapes alone. Every key must match: none missing, none left over.
     """
-    import torch  # here only: planning a workflow imports this module without torch
-
     path = Path(path)
     weights = path / "model.pt" if path.is_dir() else path
     state = _strip_module(torch.load(weights, map_location=map_location, weights_only=True))
@@ -192,14 +116,13 @@ def load(path: str | os.PathLike, map_location="cpu") -> tuple[UNetConfig, dict]
         if disagreeing:
             raise ValueError(f"{arguments_file} disagrees with {weights}: " + "; ".join(disagreeing))
     _check_keys(state, config, weights)
-    return config, to_semcore(state, config)
+    model = UNetFlex(config)
+    model.load_state_dict(to_semcore(state, config))
+    return model.eval()
 
 
 def _check_keys(state: dict, config: UNetConfig, weights: Path) -> None:
     """Raise ValueError listing missing, unexpected and misshapen keys, in the authors' names."""
-    import torch
-    from semcore.model import UNetFlex
-
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         expected = {k: v.shape for k, v in to_authors(UNetFlex(config).state_dict(), config).items()}
     missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
@@ -210,10 +133,8 @@ def _check_keys(state: dict, config: UNetConfig, weights: Path) -> None:
         raise ValueError(f"{weights}: not the UNet_flex of {config}: " + "; ".join(problems))
 
 
-def save(model, folder: str | os.PathLike) -> None:
-    """Write `model` (a UNetFlex) as the authors do: folder/model.pt and folder/exp_arguments.pkl."""
-    import torch
-
+def save(model: UNetFlex, folder: str | os.PathLike) -> None:
+    """Write `model` as the authors do: folder/model.pt and folder/exp_arguments.pkl."""
     config = model.config
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,12 @@
     semcore import-authors FOLDER -o model.pt
 
 Each subcommand is also a plain function: `info`, `phi_of_images` (+ `write_phi_table`), `neighbours`, `sample`,
-`import_authors`. MODEL is a model.pt this package wrote or the authors' folder (or their model.pt). Images are
-read and conformed as the workflow's folder source does (semcore.sources). Torch and the other heavy modules are
-imported inside the functions, so that `semcore --help` answers at once. Mistakes a user can make raise
-CommandError, which the command prints as one line.
+`import_authors`. They turn what a user names (files, folders, settings) into the arguments of the functions the
+workflow's scripts call, and call them: semcore.phi.phi_of_images (φ of given images), semcore.cluster.
+nearest_in_chunks (the nearest-φ search, one φ file at a time), semcore.sample.sample_images and score (self-guided
+samples and their φ error). MODEL is a model.pt this package wrote or the authors' folder (or their model.pt).
+Images are read and conformed as the workflow's folder source does (semcore.sources). Mistakes a user can make
+raise CommandError, which the command prints as one line.
 """
 
 from __future__ import annotations
@@ -18,27 +20,47 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from semcore.config import sampler_final_sigma, section_defaults
+import jsonschema
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from semcore import authors, phi, sources
+from semcore.cluster import nearest_in_chunks
+from semcore.figures import grid as tiled
+from semcore.files import atomic
+from semcore.model import UNetFlex, receptive_fields
+from semcore.phi import write_phi_table
+from semcore.plan.checks import check_sampling
+from semcore.plan.sampler import resolved_ascent, sampler_final_sigma
+from semcore.plan.schema import ConfigError, error_lines, load_schema, section_defaults
+from semcore.runtime import Precision, resolve_device
+from semcore.sample import GREY, sample_images, score, start_image
+from semcore.shards import INDEX, CorruptShard, first_images, png_bytes, shard_paths
+from semcore.tables import as_uint8
+from semcore.train import read_log
 
 # The split written for images given to `semcore phi`: they are neither of the workflow's train and test.
 SPLIT = "external"
 # A sample grid's images are enlarged to about this many pixels (nearest neighbour), so 16 px ones are visible.
 GRID_PIXELS = 128
+SCHEMA_DEFAULTS = "the schema's defaults (semcore/config.schema.yaml; for the fixed sampler, the paper's)"
 
 
 class CommandError(ValueError):
     """A mistake in what the user asked for (a missing file, an unknown key, a σ not computed), in one line."""
 
 
-# --- models ----------------------------------------------------------------------------------------------------
+# --- models and runs -------------------------------------------------------------------------------------------
 
 def load_model(path):
     """(UNetFlex in eval mode, its format: "semcore" or "authors") of a model.pt this package wrote, or of the
     authors' folder or model.pt."""
-    from semcore.model import UNetFlex
-
     path = Path(path)
     if not path.exists():
         raise CommandError(f"{path}: no such file or folder")
@@ -48,7 +70,7 @@ def load_model(path):
                 return UNetFlex.from_pretrained(path).eval(), "semcore"
             except KeyError:  # a bare state_dict, without this package's "config": the authors' format
                 pass
-        return UNetFlex.from_authors(path), "authors"
+        return authors.load(path), "authors"
     except Exception as error:  # whatever torch.load or the checks make of a file that is no model
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CommandError(f"{path}: not a model this package or the authors wrote ({reason})") from None
@@ -64,13 +86,40 @@ def _model_and_metadata(model):
                      "checkpoint_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
 
 
+def run_folder(path) -> Path | None:
+    """The workflow run (results/<name>) that `path` (a model, a φ file or directory) lies in: the folder
+    holding shards/ with its index, up to three folders above; None outside a run."""
+    if not isinstance(path, (str, Path)):
+        return None
+    for folder in [Path(path).resolve(), *Path(path).resolve().parents][:4]:
+        if (folder / "shards" / INDEX).is_file():
+            return folder
+    return None
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """`changes` over `base`, nested dicts key by key."""
+    return base | {key: _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                   else value for key, value in changes.items()}
+
+
+def run_config(run: Path) -> tuple[dict, Path] | None:
+    """(the config a workflow run was made with, its file: results/<name>/config.yaml, which the rule
+    run_config writes); None when the run has none."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict):
+        raise CommandError(f"{path}: not a config (a mapping of settings)")
+    return config, path
+
+
+# --- info ------------------------------------------------------------------------------------------------------
+
 def info(model) -> dict:
     """What a model is: its path, format, architecture, parameter count, receptive field of each block (px) and,
     when a training log.jsonl lies beside it, a summary of the training (None otherwise)."""
-    from dataclasses import asdict
-
-    from semcore.model import receptive_fields
-
     network, kind = load_model(model)
     path = Path(model)
     run_dir = path if path.is_dir() else path.parent
@@ -82,10 +131,6 @@ def info(model) -> dict:
 
 def _training_summary(run_dir: Path) -> dict:
     """steps, final loss, test PSNR {σ: (noisy, denoised)} at the last evaluation, median img/s, resumes."""
-    import pandas as pd
-
-    from semcore.train import read_log
-
     try:
         log = read_log(run_dir)
     except ValueError as error:
@@ -120,8 +165,6 @@ def read_images(paths, size: int | None, channels: int, levels: int) -> tuple[li
     2^levels, the UNet's poolings). Returns ({key, label, label_name, pixels uint8 H×W×C} per image, in the
     order given, folders sorted; [(path, why it was skipped)] for what cannot be used, as the folder source
     skips it, and for a file given twice)."""
-    from semcore import sources
-
     step = 2**levels
     if size is not None and (size < step or size % step):
         raise CommandError(f"--size {size}: must be a positive multiple of {step} (the UNet pools {levels} times)")
@@ -161,15 +204,6 @@ def _one_image(path, size: int | None, channels: int, levels: int):
     return images[0]["pixels"]
 
 
-def _model_input(pixels, device):
-    """One uint8 H×W×C image → the network's input [1, C, H, W] in [0, 1] (copied: PIL's arrays are read-only)."""
-    import torch
-
-    from semcore.runtime import as_model_input
-
-    return as_model_input(torch.tensor(pixels).permute(2, 0, 1)[None], device)
-
-
 # --- φ ---------------------------------------------------------------------------------------------------------
 
 def phi_of_images(model, images, sigmas, n_noise: int | None = None, seed: int | None = None,
@@ -180,17 +214,9 @@ def phi_of_images(model, images, sigmas, n_noise: int | None = None, seed: int |
     sigma, phi (float32 [C]); rows sorted by σ, then in input order. Unusable files are skipped with a
     printed reason, as the folder source skips them. n_noise and seed default to the workflow's (phi.*).
 
-    The noise of each image and σ comes from a generator seeded by (seed, its pixels, σ): an image's φ does
-    not depend on the other images or σ asked for, and the same image gives the same φ wherever it lies.
-    table.attrs["metadata"] is what `write_phi_table` records: the model, its sha256, n_noise, seed, size,
-    label names, the arithmetic."""
-    import numpy as np
-    import pandas as pd
-    import torch
-
-    from semcore import phi
-    from semcore.runtime import Precision, resolve_device
-
+    The noise of each image and σ is seeded by (seed, its pixels, σ) (semcore.phi.phi_of_images): an image's φ
+    does not depend on the other images or σ asked for. table.attrs["metadata"] is what `write_phi_table`
+    records: the model, its sha256, n_noise, seed, size, label names, the arithmetic."""
     workflow = section_defaults("phi")
     n_noise = workflow["n_noise"] if n_noise is None else n_noise
     seed = workflow["seed"] if seed is None else seed
@@ -201,28 +227,18 @@ def phi_of_images(model, images, sigmas, n_noise: int | None = None, seed: int |
     network, metadata = _model_and_metadata(model)
     device = resolve_device(device)
     network.to(device)
-    config = network.config
-    found, skipped = read_images(images, size, config.in_channels, config.num_blocks)
+    found, skipped = read_images(images, size, network.config.in_channels, network.config.num_blocks)
     for origin, reason in skipped:
         print(f"skipped {origin}: {reason}", file=sys.stderr)
     if not found:
         raise CommandError(f"none of the {len(skipped)} inputs in {' '.join(map(str, images))} could be used")
     order = sorted(set(sigmas))
-    rows = {sigma: [] for sigma in order}
-    with torch.no_grad():
-        for image in found:
-            x = _model_input(image["pixels"], device)
-            digest = hashlib.sha256(image["pixels"].tobytes()).hexdigest()
-            for sigma in order:
-                generator = phi.seeded_generator(seed, f"{digest}:{sigma}", device)
-                means = phi.noise_averaged_means(network, x, sigma, n_noise, generator)
-                try:
-                    phi.check_finite(means, [image], sigma, n_noise, phi._describe_model(metadata))
-                except phi.NotFiniteError as error:
-                    raise CommandError(str(error)) from None
-                rows[sigma].append(means["M"][0].cpu().numpy())
+    try:
+        vectors = phi.phi_of_images(network, found, order, n_noise, seed, device, phi.describe_model(metadata))
+    except phi.NotFiniteError as error:
+        raise CommandError(str(error)) from None
     table = pd.DataFrame([dict(key=image["key"], split=SPLIT, label=image["label"], sigma=sigma, phi=vector)
-                          for sigma in order for image, vector in zip(found, rows[sigma])])
+                          for sigma in order for image, vector in zip(found, vectors[sigma])])
     table["label"] = table["label"].astype(np.int32)
     table.attrs["metadata"] = metadata | dict(
         block="M", n_noise=n_noise, seed=seed, size=size or "own",
@@ -230,29 +246,10 @@ def phi_of_images(model, images, sigmas, n_noise: int | None = None, seed: int |
     return table
 
 
-def write_phi_table(table, out) -> Path:
-    """A table of `phi_of_images` to Parquet with the workflow's φ schema (semcore.phi.phi_schema): one row group
-    per σ, its metadata in the schema; written atomically."""
-    import numpy as np
-    import pyarrow as pa
-
-    from semcore.phi import ROWS_PER_GROUP, phi_schema
-    from semcore.tables import ParquetSink, vectors
-
-    schema = phi_schema(len(table.phi.iloc[0]), table.attrs.get("metadata", {}))
-    with ParquetSink(out, schema, rows_per_group=ROWS_PER_GROUP) as sink:
-        for _, rows in table.groupby("sigma", sort=True):
-            columns = {name: rows[name].to_numpy() for name in ("key", "split", "label", "sigma")}
-            sink.write_apart(pa.table(columns | {"phi": vectors(np.stack(rows.phi))}, schema=schema))  # as write_phi
-    return Path(out)
-
-
 # --- neighbours ------------------------------------------------------------------------------------------------
 
 def _phi_files(phi_dir) -> list[Path]:
     """The φ files of a workflow φ directory, or the one file given; each checked to be a φ table."""
-    import pyarrow.parquet as pq
-
     path = Path(phi_dir)
     if not path.exists():
         raise CommandError(f"{path}: no such file or folder")
@@ -269,21 +266,48 @@ def _phi_files(phi_dir) -> list[Path]:
     return files
 
 
-def _run_shards(path) -> Path | None:
-    """The shards of the workflow run that `path` (a model, a φ file or directory) lies in: the `shards`
-    folder with an index in it, up to three folders above."""
-    from semcore.shards import INDEX
+def _chosen_sigma(phi_dir, sigma: float | None, present: list[float]) -> float:
+    """The σ asked for, checked to be in the table, or the smallest σ > 0 there."""
+    if sigma is None:
+        positive = [s for s in present if s > 0]
+        if not positive:
+            raise CommandError(f"{phi_dir}: no σ > 0 (σ present: {present}); give --sigma")
+        return positive[0]
+    if sigma not in present:
+        raise CommandError(f"--sigma {sigma}: not in {phi_dir} (σ present: {present})")
+    return sigma
 
-    for folder in [Path(path).resolve(), *Path(path).resolve().parents][:4]:
-        if (folder / "shards" / INDEX).is_file():
-            return folder / "shards"
-    return None
+
+def _phi_of_file(phi_dir, files: list[Path], image, sigma: float, model, size: int | None, device: str):
+    """φ [C] of an image file as the φ table's was computed: with the model its metadata names (or `model`), its
+    n_noise and seed, at `size` (or the size `semcore phi` recorded, or the run's image size, or its own)."""
+    metadata = phi.stored_metadata(files[0])
+    if model is None:
+        named = metadata.get("model")
+        # the workflow records it relative to its working directory, which holds results/<name>/phi: looked for
+        # from the φ directory up first, then from here
+        places = [*(folder / named for folder in Path(phi_dir).resolve().parents), Path(named)] if named else []
+        model = next((place for place in places if place.exists()), None)
+        if model is None:
+            raise CommandError(f"{files[0]}: the model its metadata names ({named}) is not found from here; "
+                               "give --model")
+    run = run_folder(phi_dir)
+    if size is None and metadata.get("size", "own") != "own":
+        size = int(metadata["size"])
+    elif size is None and run is not None:
+        size = first_images(run / "shards", "test", 1).shape[-1]
+    table = phi_of_images(model, [image], [sigma], n_noise=int(metadata.get("n_noise", 1)),
+                          seed=int(metadata.get("seed", 0)), size=size, device=device)
+    return table.phi.iloc[0]
 
 
-def _image_size(shard_dir: Path) -> int:
-    from semcore.shards import first_images
-
-    return first_images(shard_dir, "test", 1).shape[-1]
+def _phi_rows(files: list[Path], sigma: float, channels: int):
+    """semcore.phi.phi_chunks of the files, each checked to hold φ of `channels` channels."""
+    for file in files:
+        for meta, rows in phi.phi_chunks([file], sigma):
+            if rows.shape[1] != channels:
+                raise CommandError(f"{file}: φ has {rows.shape[1]} channels, the query's {channels} (another model)")
+            yield meta, rows
 
 
 def neighbours(phi_dir, image, k: int = 5, sigma: float | None = None, model=None, size: int | None = None,
@@ -294,88 +318,35 @@ def neighbours(phi_dir, image, k: int = 5, sigma: float | None = None, model=Non
     or an image file, whose φ is then computed with `model` (default: the model the table's metadata names),
     its n_noise and seed, at `size` (default: the size `semcore phi` recorded, or the run's image size when
     the table lies in a workflow run, or the image's own). σ defaults to the smallest σ > 0 of the table. An
-    image in the table is its own nearest neighbour, at distance 0. Reads one φ file at a time."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pa_dataset
-    import pyarrow.parquet as pq
-
-    from semcore.cluster import nearest_neighbours
-    from semcore.phi import read_phi
-
+    image in the table is its own nearest neighbour, at distance 0. Reads one φ file at a time
+    (semcore.cluster.nearest_in_chunks, the workflow's search)."""
     if k < 1:
         raise CommandError(f"-k {k}: must be ≥ 1")
     files = _phi_files(phi_dir)
-    sigmas_of = {file: set(pq.read_table(file, columns=["sigma"]).column("sigma").unique().to_pylist())
-                 for file in files}
-    present = sorted(set().union(*sigmas_of.values()))
-    if sigma is None:
-        positive = [s for s in present if s > 0]
-        if not positive:
-            raise CommandError(f"{phi_dir}: no σ > 0 (σ present: {present}); give --sigma")
-        sigma = positive[0]
-    elif sigma not in present:
-        raise CommandError(f"--sigma {sigma}: not in {phi_dir} (σ present: {present})")
+    sigmas_of = {file: phi.stored_sigmas(file) for file in files}
+    sigma = _chosen_sigma(phi_dir, sigma, sorted(set().union(*sigmas_of.values())))
     files = [file for file in files if sigma in sigmas_of[file]]
-
-    at_sigma = pc.field("sigma") == pa.scalar(sigma, pa.float64())
-    stored = pa_dataset.dataset([str(f) for f in files], format="parquet").to_table(
-        columns=["phi"], filter=at_sigma & (pc.field("key") == str(image)))
-    if stored.num_rows:
-        query = stored.column("phi").combine_chunks().flatten().to_numpy().reshape(1, -1)
-    elif Path(image).is_file():
-        metadata = {key.decode(): value.decode() for key, value in (pq.read_schema(files[0]).metadata or {}).items()}
-        if model is None:
-            named = metadata.get("model")
-            # the workflow records it relative to its working directory, which holds results/<name>/phi: looked
-            # for from the φ directory up first, then from here
-            places = [*(folder / named for folder in Path(phi_dir).resolve().parents), Path(named)] if named else []
-            model = next((place for place in places if place.exists()), None)
-            if model is None:
-                raise CommandError(f"{files[0]}: the model its metadata names ({named}) is not found from here; "
-                                   "give --model")
-        if size is None and metadata.get("size", "own") != "own":
-            size = int(metadata["size"])
-        elif size is None and _run_shards(phi_dir) is not None:
-            size = _image_size(_run_shards(phi_dir))
-        table = phi_of_images(model, [image], [sigma], n_noise=int(metadata.get("n_noise", 1)),
-                              seed=int(metadata.get("seed", 0)), size=size, device=device)
-        query = table.phi.iloc[0][None]
-    else:
+    query = phi.stored_phi(files, sigma, str(image))
+    if query is None and not Path(image).is_file():
         raise CommandError(f"{image}: neither a key of {phi_dir} at σ {sigma:g} nor an image file")
-
-    found = []
-    for file in files:
-        meta, phi = read_phi([str(file)], sigma)
-        if phi.shape[1] != query.shape[1]:
-            raise CommandError(f"{file}: φ has {phi.shape[1]} channels, the query's {query.shape[1]} (another model)")
-        index, _ = nearest_neighbours(query, phi, min(k, len(phi)))
-        # its distances come from ‖x‖² − 2x·c + ‖c‖² in float32, ~1e-5 off for the image itself: recomputed
-        distance = np.linalg.norm(phi[index[0]].astype(np.float64) - query, axis=1)
-        found.append(meta.iloc[index[0]].assign(distance=distance))
-    table = pd.concat(found).sort_values("distance", kind="stable").head(k).reset_index(drop=True)
-    table.insert(0, "rank", range(len(table)))
+    if query is None:
+        query = _phi_of_file(phi_dir, files, image, sigma, model, size, device)
+    found = nearest_in_chunks(query[None], _phi_rows(files, sigma, len(query)), k)
+    table = found[["rank", "key", "label", "distance"]]
     table.attrs["sigma"] = sigma
-    return table[["rank", "key", "label", "distance"]]
+    return table
 
 
 # --- self-guided sampling --------------------------------------------------------------------------------------
 
-def sampler_settings(overrides: dict | None = None) -> dict:
-    """The workflow's sample.* settings (the schema's defaults: for the fixed sampler, the paper's) with
-    `overrides` merged in (nested: {"schedule": {"steps": 20}}), checked as the workflow checks them."""
-    import jsonschema
-
-    from semcore.config import ConfigError, check_sampling, load_schema
-    from semcore.schema import error_lines
-
-    def merged(base: dict, changes: dict) -> dict:
-        return base | {key: merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
-                       else value for key, value in changes.items()}
-
-    settings = merged(section_defaults("sample"), overrides or {})
+def sampler_settings(model=None, overrides: dict | None = None) -> tuple[dict, str]:
+    """(the sample.* settings, where they come from): the sample section of the config of the workflow run
+    that `model` lies in (run_config), else the schema's defaults; `overrides` merged in (nested:
+    {"schedule": {"steps": 20}}); checked as the workflow checks them."""
+    run = run_folder(model)
+    found = run_config(run) if run is not None else None
+    settings = _merged(section_defaults("sample"), (found[0].get("sample") or {}) if found else {})
+    settings = _merged(settings, overrides or {})
     schema = load_schema()
     validator = jsonschema.validators.validator_for(schema)(schema)
     # the config's other sections are absent here: only errors inside sample count
@@ -387,77 +358,68 @@ def sampler_settings(overrides: dict | None = None) -> dict:
         check_sampling({"sample": settings})
     except ConfigError as error:
         raise CommandError(str(error)) from None
-    return settings
+    source = f"the run's config {found[1]} (name {run.name})" if found else SCHEMA_DEFAULTS
+    return settings, source
+
+
+def _start(kind: str, shards, size: int | None) -> tuple[torch.Tensor | None, int | None]:
+    """(the start image [C, H, W] made from the training shards, or None for grey without shards; the size
+    the target is conformed to: the shards')."""
+    if shards is None:
+        if kind != "grey":
+            raise CommandError(f"start {kind} is made from the training images: give --shards (a workflow run's "
+                               "shards/), or --set start=grey")
+        return None, size
+    try:
+        start = start_image(shard_paths(shards, "train"), kind)
+    except (FileNotFoundError, CorruptShard) as error:
+        raise CommandError(f"--shards {shards}: {error}") from None
+    if size is not None and size != start.shape[-1]:
+        raise CommandError(f"--size {size}: the images of {shards} are {start.shape[-1]} px")
+    return start, start.shape[-1]
+
+
+def _write_grid(path, images: list[np.ndarray]) -> None:
+    """Images (uint8 H×W×C) in a row, enlarged, to a PNG, atomically."""
+    canvas = tiled([images], scale=max(1, GRID_PIXELS // images[0].shape[0]))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic(path) as tmp:
+        tmp.write_bytes(png_bytes(canvas))
 
 
 def sample(model, target, n: int = 8, *, algorithm: str | None = None, seed: int | None = None,
            settings: dict | None = None, shards=None, size: int | None = None, device: str = "auto", grid=None):
-    """n self-guided samples of one target image, with the workflow's sampler and settings (sampler_settings:
-    algorithm, seed and `settings` override them). Returns (uint8 images [n, H, W, C], the relative φ error of
-    each at the sampler's final σ, as the workflow scores it). With `grid`, writes a PNG there: the target,
-    then the samples, enlarged.
+    """n self-guided samples of one target image, with the workflow's sampler (semcore.sample.sample_images) and
+    settings (sampler_settings: those of the model's run, or the schema's; algorithm, seed and `settings`
+    override them). Returns (uint8 images [n, H, W, C], the relative φ error of each at the sampler's final σ,
+    as the workflow scores it: semcore.sample.score). With `grid`, writes a PNG there: the target, then the
+    samples, enlarged.
 
     The start image (sample.start) is made from the training images of `shards` (default: the shards of the
     workflow run the model lies in); start "grey" needs none. The target is conformed to `size` (default: the
     shards' image size, or its own)."""
-    from collections import Counter
-
-    import torch
-
-    from semcore import sample as sampling
-    from semcore.config import resolved_ascent
-    from semcore.phi import noise_averaged_means, seeded_generator
-    from semcore.runtime import resolve_device
-    from semcore.shards import GREY, CorruptShard, png_bytes, shard_paths, start_image
-    from semcore.tables import as_uint8
-
     if n < 1:
         raise CommandError(f"-n {n}: must be ≥ 1")
-    options = sampler_settings((settings or {}) | {key: value for key, value in
-                                                    (("algorithm", algorithm), ("seed", seed)) if value is not None})
+    chosen = {key: value for key, value in (("algorithm", algorithm), ("seed", seed)) if value is not None}
+    options, _ = sampler_settings(model, (settings or {}) | chosen)
     network, _ = _model_and_metadata(model)
     device = resolve_device(device)
     network.to(device)
-    config = network.config
-    shards = shards or (_run_shards(model) if isinstance(model, (str, Path)) else None)
-    start = None
-    if shards is not None or options["start"] != "grey":
-        if shards is None:
-            raise CommandError(f"start {options['start']} is made from the training images: give --shards (a "
-                               "workflow run's shards/), or --set start=grey")
-        try:
-            start = start_image(shard_paths(shards, "train"), options["start"])
-        except (FileNotFoundError, CorruptShard) as error:
-            raise CommandError(f"--shards {shards}: {error}") from None
-        if size is not None and size != start.shape[-1]:
-            raise CommandError(f"--size {size}: the images of {shards} are {start.shape[-1]} px")
-        size = start.shape[-1]
-    pixels = _one_image(target, size, config.in_channels, config.num_blocks)
-    conditioner = _model_input(pixels, device)
-    if start is None:
-        start = torch.full(conditioner.shape[1:], GREY)
-    goal = sampling.Target(images=conditioner, n_noise=options["n_noise"], top_k=options["top_k"])
-    rows = torch.zeros(n, dtype=torch.long, device=device)
-    generator = seeded_generator(options["seed"], "self-guided", device)
-    samples = sampling.draw(network, goal, rows, start.to(device), guided=True, algorithm=options["algorithm"],
-                            schedule=options["schedule"], ascent_options=resolved_ascent(options["ascent"]),
-                            matching=options["matching"], generator=generator)
-    score_sigma = sampler_final_sigma(options)  # where the workflow scores samples
-    with torch.no_grad():
-        wanted = goal.phi(network, rows[:1], torch.full((1,), score_sigma, device=device), generator, Counter())
-        got = noise_averaged_means(network, samples.images, score_sigma, options["n_noise"], generator)["M"]
-    errors = sampling.relative_error(got, wanted.expand_as(got)).cpu().numpy()
+    run = run_folder(model)
+    start, size = _start(options["start"], shards or (run / "shards" if run is not None else None), size)
+    pixels = _one_image(target, size, network.config.in_channels, network.config.num_blocks)
+    conditioner = torch.tensor(pixels).permute(2, 0, 1)[None]  # copied: PIL's arrays are read-only
+    start = torch.full(conditioner.shape[1:], GREY) if start is None else start
+    generator = phi.seeded_generator(options["seed"], "self-guided", device)
+    goal, rows, samples = sample_images(
+        network, conditioner, n, start, n_noise=options["n_noise"], top_k=options["top_k"], generator=generator,
+        guided=True, algorithm=options["algorithm"], schedule=options["schedule"],
+        ascent_options=resolved_ascent(options["ascent"]), matching=options["matching"])
+    scores = score(network, samples, goal, rows, sigma=sampler_final_sigma(options), generator=generator)
     images = as_uint8(samples.images)
     if grid is not None:
-        from semcore.files import atomic
-
-        from semcore.figures import grid as tiled
-
-        canvas = tiled([[pixels, *images]], scale=max(1, GRID_PIXELS // pixels.shape[0]))
-        Path(grid).parent.mkdir(parents=True, exist_ok=True)
-        with atomic(grid) as tmp:
-            tmp.write_bytes(png_bytes(canvas))
-    return images, errors
+        _write_grid(grid, [pixels, *images])
+    return images, scores.phi_error.to_numpy()
 
 
 # --- the command -----------------------------------------------------------------------------------------------
@@ -505,8 +467,6 @@ def _run_neighbours(args) -> None:
 
 def _settings(pairs: list[str]) -> dict:
     """--set KEY=VALUE pairs (dotted keys, YAML values) as a nested dict."""
-    import yaml
-
     settings = {}
     for pair in pairs:
         key, equals, value = pair.partition("=")
@@ -522,10 +482,11 @@ def _settings(pairs: list[str]) -> dict:
 
 def _run_sample(args) -> None:
     chosen = {key: value for key, value in (("algorithm", args.algorithm), ("seed", args.seed)) if value is not None}
-    options = sampler_settings(_settings(args.set) | chosen)
+    options, source = sampler_settings(args.model, _settings(args.set) | chosen)
+    changed = [*(f"--{key} {value}" for key, value in chosen.items()), *(f"--set {pair}" for pair in args.set)]
     steps = "schedule" if options["algorithm"] == "fixed" else "ascent"
     shown = [f"{key} {options[key]}" for key in ("algorithm", "start", "n_noise", "top_k", "seed", steps, "matching")]
-    print("settings: " + ", ".join(shown))
+    print(f"settings ({source}{', changed by ' + ' '.join(changed) if changed else ''}): " + ", ".join(shown))
     images, errors = sample(args.model, args.target, args.n, settings=options, shards=args.shards, size=args.size,
                             device=args.device, grid=args.output)
     print(f"wrote {args.output}: the target and {len(images)} samples of {images.shape[1]}×{images.shape[2]} px")
@@ -539,106 +500,127 @@ def _run_import(args) -> None:
     print(_format_info(info(out)))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="semcore", formatter_class=formatter,
-        description="A trained UNet denoiser and its representation φ(x) = E_z[ā_mid(x + σz)] outside the workflow.",
-        epilog="example:\n  semcore info results/demo/model/model.pt\n  semcore neighbours results/demo/phi "
-               "photo.png -k 8\n\n`semcore COMMAND --help` tells more.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# --- the parser, a function per subcommand ---------------------------------------------------------------------
 
-    def command(name, run, summary, description, example):
-        sub = commands.add_parser(name, help=summary, description=description, epilog=f"example:\n  {example}",
-                                  formatter_class=formatter)
-        sub.set_defaults(run=run)
-        return sub
+FORMATTER = argparse.RawDescriptionHelpFormatter
 
-    def model_argument(sub):
-        sub.add_argument("model", metavar="MODEL", help="a model.pt this package wrote, or the authors' folder "
-                                                          "(model.pt, exp_arguments.pkl) or their model.pt")
 
-    def device_option(sub):
-        sub.add_argument("--device", default="auto", metavar="DEVICE",
-                         help="auto (CUDA when available, else the CPU), cpu, cuda:1…")
+def _command(commands, name: str, run, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=summary, description=description, epilog=f"example:\n  {example}",
+                              formatter_class=FORMATTER)
+    sub.set_defaults(run=run)
+    return sub
 
-    def size_option(sub, default):
-        sub.add_argument("--size", type=int, metavar="N",
-                         help=f"centre-crop and resize images to N×N, as the workflow's data.size "
-                              f"(default: {default})")
 
-    sub = command("info", _run_info, "architecture, parameters, receptive fields, training summary",
-                  "Print a model's architecture, parameter count and the receptive field of every block; with a\n"
-                  "training log.jsonl beside it, the steps, final loss, last test PSNR at each σ, img/s, resumes.",
-                  "semcore info results/demo/model/model.pt")
-    model_argument(sub)
+def _model_argument(sub) -> None:
+    sub.add_argument("model", metavar="MODEL", help="a model.pt this package wrote, or the authors' folder "
+                                                      "(model.pt, exp_arguments.pkl) or their model.pt")
 
-    sub = command("phi", _run_phi, "φ of image files and folders, to Parquet",
-                  "φ(x_σ) = E_z[ā_mid(x + σz)] of image files and folders (read recursively, as the workflow's\n"
-                  "folder source reads them; unusable files are skipped with the reason), written as Parquet\n"
-                  "with the workflow's φ columns: key = the file's path; split = 'external'; label = the index\n"
-                  "of the file's first sub-folder under the folder given, in sorted order of all these names\n"
-                  "(-1 for files given alone or at a folder's top; the names are in the schema metadata,\n"
-                  "label_names); sigma; phi. semcore.phi.read_phi, pandas and DuckDB read it as the\n"
-                  "workflow's φ. The noise is seeded by --seed, the image's pixels and σ.",
-                  "semcore phi results/demo/model/model.pt photos/ extra.png --sigma 0.1 --sigma 0.3 -o phi.parquet")
-    model_argument(sub)
+
+def _device_option(sub) -> None:
+    sub.add_argument("--device", default="auto", metavar="DEVICE",
+                     help="auto (CUDA when available, else the CPU), cpu, cuda:1…")
+
+
+def _size_option(sub, default: str) -> None:
+    sub.add_argument("--size", type=int, metavar="N",
+                     help=f"centre-crop and resize images to N×N, as the workflow's data.size (default: {default})")
+
+
+def _add_info(commands) -> None:
+    sub = _command(commands, "info", _run_info, "architecture, parameters, receptive fields, training summary",
+                   "Print a model's architecture, parameter count and the receptive field of every block; with a\n"
+                   "training log.jsonl beside it, the steps, final loss, last test PSNR at each σ, img/s, resumes.",
+                   "semcore info results/demo/model/model.pt")
+    _model_argument(sub)
+
+
+def _add_phi(commands) -> None:
+    sub = _command(commands, "phi", _run_phi, "φ of image files and folders, to Parquet",
+                   "φ(x_σ) = E_z[ā_mid(x + σz)] of image files and folders (read recursively, as the workflow's\n"
+                   "folder source reads them; unusable files are skipped with the reason), written as Parquet\n"
+                   "with the workflow's φ columns: key = the file's path; split = 'external'; label = the index\n"
+                   "of the file's first sub-folder under the folder given, in sorted order of all these names\n"
+                   "(-1 for files given alone or at a folder's top; the names are in the schema metadata,\n"
+                   "label_names); sigma; phi. semcore.phi.read_phi, pandas and DuckDB read it as the\n"
+                   "workflow's φ. The noise is seeded by --seed, the image's pixels and σ.",
+                   "semcore phi results/demo/model/model.pt photos/ extra.png --sigma 0.1 --sigma 0.3 -o phi.parquet")
+    _model_argument(sub)
     sub.add_argument("images", nargs="+", metavar="IMAGES", help="image files and folders")
     sub.add_argument("--sigma", type=float, action="append", required=True, metavar="S",
                      help="noise level (pixels in [0, 1]); repeat for several")
-    sub.add_argument("--n-noise", type=int, metavar="N",
-                     help="noise draws averaged (default: the workflow's phi.n_noise)")
+    sub.add_argument("--n-noise", type=int, metavar="N", help="noise draws averaged (default: the workflow's phi.n_noise)")
     sub.add_argument("--seed", type=int, metavar="N", help="default: the workflow's phi.seed")
-    size_option(sub, "each image's shorter side, down to a multiple of 2^levels")
+    _size_option(sub, "each image's shorter side, down to a multiple of 2^levels")
     sub.add_argument("-o", "--output", required=True, metavar="OUT.parquet")
-    device_option(sub)
+    _device_option(sub)
 
-    sub = command("neighbours", _run_neighbours, "nearest neighbours in φ space",
-                  "The images nearest to IMAGE in φ space, from a workflow φ directory (results/<name>/phi) or\n"
-                  "a file of `semcore phi`: rank (0 first), key, label, distance. IMAGE is a key of the table\n"
-                  "or an image file, whose φ is computed with the model the table's metadata names (or\n"
-                  "--model), its n_noise and seed. An image in the table is its own nearest, at distance 0.",
-                  "semcore neighbours results/demo/phi file_0123abcd -k 8 --sigma 0.3")
+
+def _add_neighbours(commands) -> None:
+    sub = _command(commands, "neighbours", _run_neighbours, "nearest neighbours in φ space",
+                   "The images nearest to IMAGE in φ space, from a workflow φ directory (results/<name>/phi) or\n"
+                   "a file of `semcore phi`: rank (0 first), key, label, distance. IMAGE is a key of the table\n"
+                   "or an image file, whose φ is computed with the model the table's metadata names (or\n"
+                   "--model), its n_noise and seed. An image in the table is its own nearest, at distance 0.",
+                   "semcore neighbours results/demo/phi file_0123abcd -k 8 --sigma 0.3")
     sub.add_argument("phi", metavar="PHI_DIR", help="a φ directory or file")
     sub.add_argument("image", metavar="IMAGE", help="a key of the φ table, or an image file")
     sub.add_argument("-k", type=int, default=5, help="neighbours listed (default: %(default)s)")
     sub.add_argument("--sigma", type=float, metavar="S",
                      help="the σ of φ compared (default: the smallest σ > 0 in the table)")
     sub.add_argument("--model", help="the model for an image file (default: the one the table's metadata names)")
-    size_option(sub, "the size `semcore phi` recorded, or the run's images', or the image's own")
-    device_option(sub)
+    _size_option(sub, "the size `semcore phi` recorded, or the run's images', or the image's own")
+    _device_option(sub)
 
-    sub = command("sample", _run_sample, "self-guided samples of one image",
-                  "Draw n images whose φ matches the target's, with the unconditional denoiser alone (the\n"
-                  "workflow's `sample` rule, semcore.sample). Settings: the workflow's sample.* defaults\n"
-                  "(semcore/config.schema.yaml; for the fixed sampler, the paper's), changed with --set; the\n"
-                  "settings used are printed. The start image (sample.start, the training images' mean colour)\n"
-                  "is made from --shards, by default the shards of the workflow run the model lies in;\n"
-                  "--set start=grey needs none. Writes a PNG: the target, then the samples; prints each\n"
-                  "sample's relative φ error at the sampler's final σ.",
-                  "semcore sample results/demo/model/model.pt --target photo.png -n 8 -o grid.png\n"
-                  "  semcore sample model.pt --target a.png --set start=grey --set schedule.steps=10 "
-                  "--set matching.max_iter=20 -o grid.png")
-    model_argument(sub)
+
+def _add_sample(commands) -> None:
+    sub = _command(commands, "sample", _run_sample, "self-guided samples of one image",
+                   "Draw n images whose φ matches the target's, with the unconditional denoiser alone (the\n"
+                   "workflow's `sample` rule, semcore.sample). Settings: for a model of a workflow run\n"
+                   "(results/<name>/model/model.pt), the sample section of the config the run was made with\n"
+                   "(results/<name>/config.yaml: the demo's adaptive sampler); else the schema's sample.* defaults\n"
+                   "(semcore/config.schema.yaml; for the fixed sampler, the paper's). --set, --algorithm and\n"
+                   "--seed change them; the settings used, and where they come from, are printed. The start\n"
+                   "image (sample.start, e.g. the training images' mean colour) is made from --shards, by\n"
+                   "default the shards of the run the model lies in; --set start=grey needs none. Writes a PNG:\n"
+                   "the target, then the samples; prints each sample's relative φ error at the sampler's final σ.",
+                   "semcore sample results/demo/model/model.pt --target photo.png -n 8 -o grid.png\n"
+                   "  semcore sample model.pt --target a.png --set start=grey --set schedule.steps=10 "
+                   "--set matching.max_iter=20 -o grid.png")
+    _model_argument(sub)
     sub.add_argument("--target", required=True, metavar="IMAGE", help="the conditioning image file")
     sub.add_argument("-n", type=int, default=8, help="samples (default: %(default)s)")
-    sub.add_argument("--algorithm", choices=["fixed", "adaptive"], help="default: the workflow's sample.algorithm")
-    sub.add_argument("--seed", type=int, metavar="N", help="default: the workflow's sample.seed")
+    sub.add_argument("--algorithm", choices=["fixed", "adaptive"], help="default: the run's (or the schema's) "
+                                                                         "sample.algorithm")
+    sub.add_argument("--seed", type=int, metavar="N", help="default: the run's (or the schema's) sample.seed")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a sample.* setting, e.g. schedule.steps=20, matching.max_iter=50, n_noise=4, start=grey, "
                           "ascent.h_schedule=true; repeat for several")
     sub.add_argument("--shards", metavar="DIR",
                      help="the training shards for the start image (default: the shards of the model's run)")
-    size_option(sub, "the shards' image size, or the target's own")
+    _size_option(sub, "the shards' image size, or the target's own")
     sub.add_argument("-o", "--output", required=True, metavar="grid.png")
-    device_option(sub)
+    _device_option(sub)
 
-    sub = command("import-authors", _run_import, "the authors' denoiser to this package's model.pt",
-                  "Read the authors' trained UNet_flex (their folder with model.pt and exp_arguments.pkl, or\n"
-                  "its model.pt) and save it as this package's model.pt; then print its info.",
-                  "semcore import-authors denoisers/UNet_flex/imagenet/0to255_RF_84x84_… -o imagenet.pt")
+
+def _add_import(commands) -> None:
+    sub = _command(commands, "import-authors", _run_import, "the authors' denoiser to this package's model.pt",
+                   "Read the authors' trained UNet_flex (their folder with model.pt and exp_arguments.pkl, or\n"
+                   "its model.pt) and save it as this package's model.pt; then print its info.",
+                   "semcore import-authors denoisers/UNet_flex/imagenet/0to255_RF_84x84_… -o imagenet.pt")
     sub.add_argument("folder", metavar="FOLDER", help="the authors' folder or model.pt")
     sub.add_argument("-o", "--output", required=True, metavar="model.pt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semcore", formatter_class=FORMATTER,
+        description="A trained UNet denoiser and its representation φ(x) = E_z[ā_mid(x + σz)] outside the workflow.",
+        epilog="example:\n  semcore info results/demo/model/model.pt\n  semcore neighbours results/demo/phi "
+               "photo.png -k 8\n\n`semcore COMMAND --help` tells more.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_info, _add_phi, _add_neighbours, _add_sample, _add_import):
+        add(commands)
     return parser
 
 

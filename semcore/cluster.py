@@ -18,10 +18,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from semcore.plan.sizes import DISTANCE_CHUNK, POINTS_PER_CENTROID
 from semcore.progress import progress
-
-# Elements of one chunk of the n × k distance matrix (128 MB of float32).
-CHUNK_ELEMENTS = 1 << 25
 
 
 @dataclass
@@ -42,7 +40,7 @@ def as_tensor(data: np.ndarray | torch.Tensor, device: str | torch.device) -> to
 
 
 def _row_chunks(n: int, k: int) -> list[slice]:
-    step = max(1, CHUNK_ELEMENTS // k)
+    step = max(1, DISTANCE_CHUNK // k)  # elements of the n × k distances at a time (128 MB of float32)
     return [slice(start, start + step) for start in range(0, n, step)]
 
 
@@ -119,7 +117,7 @@ def lloyd(x: torch.Tensor, centers: torch.Tensor, x_norms: torch.Tensor, max_ite
 
 
 def kmeans(data: np.ndarray | torch.Tensor, k: int, *, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
-           seed: int = 0, points_per_centroid: int | None = 256, device: str | torch.device = "cpu") -> KMeansResult:
+           seed: int = 0, points_per_centroid: int | None = POINTS_PER_CENTROID, device: str | torch.device = "cpu") -> KMeansResult:
     """k-means++ seeds and Lloyd's iterations; the best of n_init runs by inertia.
 
     As faiss does, the n_init runs use a random sample of points_per_centroid · k points when the data
@@ -179,6 +177,38 @@ def nearest_neighbours(queries: np.ndarray, data: np.ndarray, n_neighbours: int,
         d2[inside.nonzero()[:, 0], rows[inside]] = float("inf")
     values, indices = d2.topk(n_neighbours, dim=1, largest=False)
     return indices.cpu().numpy(), values.sqrt().cpu().numpy()
+
+
+def nearest_in_chunks(queries: np.ndarray, chunks, k: int, exclude: np.ndarray | None = None,
+                      device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Each query's k nearest rows of data read a chunk at a time: `chunks` yields (meta table, rows [n, C]),
+    and memory holds one chunk and the best rows so far, never the data (a training set's φ, its pixels).
+
+    Returns one row per query and neighbour, nearest first: query (its index), rank (0 first), row (counted
+    over all the chunks), distance (Euclidean, float64) and the neighbour's columns of meta. exclude[i] is the
+    row (counted likewise) that query i is, or -1: never its own neighbour. Candidates are chosen by
+    nearest_neighbours; their distances are recomputed in float64 (the expansion is ~1e-5 off for equal
+    rows), so that a row equal to the query is at distance 0."""
+    queries = np.asarray(queries, dtype=np.float32)
+    best, offset = None, 0  # best: {column: [queries, ≤ k]}
+    for meta, x in chunks:
+        inside = None if exclude is None else (exclude >= offset) & (exclude < offset + len(x))
+        own = None if exclude is None else np.where(inside, exclude - offset, -1)
+        found, _ = nearest_neighbours(queries, x, min(k, len(x)), exclude_self=own, device=device)
+        distance = np.linalg.norm(x[found].astype(np.float64) - queries[:, None].astype(np.float64), axis=2)
+        if own is not None:
+            distance[found == own[:, None]] = np.inf  # a chunk of at most k rows: the query itself is among them
+        columns = {"row": found + offset, "distance": distance} | {name: meta[name].to_numpy()[found] for name in meta}
+        if best is not None:
+            columns = {name: np.hstack([best[name], values]) for name, values in columns.items()}
+        order = np.argsort(columns["distance"], axis=1, kind="stable")[:, :k]
+        best = {name: np.take_along_axis(values, order, 1) for name, values in columns.items()}
+        offset += len(x)
+    if best is None:
+        raise ValueError("no rows to search: the chunks are empty")
+    count, kept = best["distance"].shape
+    return pd.DataFrame({"query": np.repeat(np.arange(count), kept), "rank": np.tile(np.arange(kept), count)}
+                        | {name: values.ravel() for name, values in best.items()})
 
 
 def normalized(phi: np.ndarray) -> np.ndarray:

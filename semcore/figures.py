@@ -19,8 +19,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from semcore.features import parse as parse_feature_set  # noqa: E402
 from semcore.files import atomic  # noqa: E402
+from semcore.plan.names import parse_feature_set  # noqa: E402
+from semcore.subspaces import GROUPS, RANDOM  # noqa: E402
 
 COLUMN = 3.3  # inches: one column of a two-column paper
 STYLE = {
@@ -240,8 +241,6 @@ def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, heldout: pd.D
     `shown` images of a kind drawn; the means and their ratio over all), groups sharing active selective
     channels over random groups; below, descriptive (all channels of all members): the groups'
     participation dimension and the mean principal angle between two groups' subspaces."""
-    from semcore.subspaces import GROUPS, RANDOM
-
     if heldout.empty:
         return _note("fewer than two groups of images share active selective channels:\n"
                      "no subspace to compare, the claim is undecided\n"

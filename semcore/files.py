@@ -21,12 +21,3 @@ def atomic(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def save_torch(obj, path: str | os.PathLike) -> None:
-    """torch.save, atomic. Saved into an open file, the archive's inner folder is named "archive", not after
-    the temporary file: the same tensors give the same bytes."""
-    import torch  # here: planning imports this module, and no torch
-
-    with atomic(path) as tmp, open(tmp, "wb") as file:
-        torch.save(obj, file)

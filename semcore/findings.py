@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import bootstrap
 from sklearn.metrics import adjusted_mutual_info_score
 
-from semcore.config import default
+from semcore.plan.schema import default
 
 VERDICTS = ("holds", "contradicted", "undecided")
 COLUMNS = ["claim", "measure", "unit", "n", "value", "value_low", "value_high", "baseline", "baseline_value",

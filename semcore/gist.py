@@ -26,8 +26,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from semcore import figures, scenes  # noqa: E402
-from semcore.config import default  # noqa: E402
-from semcore.files import save_torch  # noqa: E402
+from semcore.plan.schema import default
+from semcore.runtime import save_torch  # noqa: E402
 from semcore.shards import factor_table, read_batches, shard_paths  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -219,18 +219,13 @@ def evaluate(net: "GistNet", images: torch.Tensor, codes: torch.Tensor) -> tuple
     return float(_loss(logits, codes)), accuracy
 
 
-def train(images: torch.Tensor, codes: torch.Tensor, classes: dict[str, list[str]], config: GistConfig) -> GistNet:
-    """Fit on uint8 images [N, C, H, W] and class codes [N, heads] (-1: the head does not apply): AdamW on
-    the sum of the heads' cross-entropies, to convergence whatever the number of images.
-
-    Some images are held out (validation_split: config.val_fraction, stratified). Training runs up to
-    config.max_steps steps of batch_size images (fewer images than that: all of them each step), the
-    learning rate rising linearly over the first WARMUP_STEPS, then constant. Every eval_every steps the
-    held-out images are scored: progress is a higher mean accuracy over heads than ever, or a loss MIN_FALL
-    below the lowest yet; the weights kept are those of the highest mean accuracy (ties: the lower loss).
-    After `patience` evaluations without progress, or past LR_DROP_AT of the budget if that comes first,
-    the best weights are restored and the learning rate drops to a tenth; after `patience` more, training
-    stops. The net returned has the best weights, and its `history`: one dict per evaluation.
+class EarlyStopping:
+    """The learning rate of each step and the weights kept (see train): a linear warm-up over the first
+    WARMUP_STEPS, then constant. Progress is a higher mean validation accuracy over heads than ever, or a
+    loss MIN_FALL below the lowest yet; the weights kept are those of the highest mean accuracy (ties: the
+    lower loss). After `patience` evaluations without progress, or past LR_DROP_AT of the budget if that
+    comes first, the best weights are restored and the learning rate drops to a tenth; after `patience`
+    more, training stops.
 
     Measured on the demo (4,858 images fit, 539 held out, 603 test; 2 threads): the foreground head (a
     small shape on 16×16) needs thousands of steps at the full rate (validation accuracy 0.55 at step
@@ -240,7 +235,56 @@ def train(images: torch.Tensor, codes: torch.Tensor, classes: dict[str, list[str
     ~5 min on 2 busy ones): test accuracies background 0.96, foreground 0.79, bg_hue 0.94, fg_hue 0.93
     (formerly 12 epochs, 506 steps: 0.93, 0.49, 0.90, 0.87). On 100 of its images (80 fit) it stops after
     650 steps: 0.56, 0.37, 0.48, 0.40 (12 epochs: 0.50, 0.34, 0.36, 0.16): memorised, not undertrained
-    (train accuracy 0.93; a logistic regression on the pixels reaches background 0.80).
+    (train accuracy 0.93; a logistic regression on the pixels reaches background 0.80)."""
+
+    def __init__(self, net: "GistNet", config: GistConfig):
+        self.net, self.config = net, config
+        self.warmup = max(1, min(WARMUP_STEPS, config.max_steps // 10))
+        self.drop_at = int(LR_DROP_AT * config.max_steps)
+        self.scale, self.waited, self.lowest = 1.0, 0, math.inf
+        self.best, self.best_state, self.best_step = (-1.0, math.inf), None, 0
+
+    def learning_rate(self, step: int) -> float:
+        if self.scale == 1 and step > self.drop_at:
+            self._drop(f"{LR_DROP_AT:.0%} of the budget")
+        return self.config.lr * self.scale * min(1.0, step / self.warmup)
+
+    def should_stop(self, step: int, score: float, val_loss: float) -> bool:
+        """Record an evaluation (mean accuracy, loss): whether training stops here."""
+        progress = score > self.best[0] or val_loss < (1 - MIN_FALL) * self.lowest
+        self.lowest = min(self.lowest, val_loss)
+        if score > self.best[0] or (score == self.best[0] and val_loss < self.best[1]):
+            self.best, self.best_step = (score, val_loss), step
+            self.best_state = {name: value.clone() for name, value in self.net.state_dict().items()}
+        self.waited = 0 if progress else self.waited + 1
+        if self.waited < self.config.patience:
+            return False
+        if self.scale < 1:
+            log.info("gist: no improvement in %d evaluations: stopped at step %d", self.waited, step)
+            return True
+        self._drop(f"no improvement in {self.waited} evaluations")
+        return False
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.net.load_state_dict(self.best_state)
+
+    def _drop(self, why: str) -> None:
+        self.scale, self.waited = 0.1, 0
+        self.restore_best()
+        log.info("gist: %s: learning rate %.3g from the best weights (step %d)", why, self.config.lr * self.scale,
+                 self.best_step)
+
+
+def train(images: torch.Tensor, codes: torch.Tensor, classes: dict[str, list[str]], config: GistConfig) -> GistNet:
+    """Fit on uint8 images [N, C, H, W] and class codes [N, heads] (-1: the head does not apply): AdamW on
+    the sum of the heads' cross-entropies, to convergence whatever the number of images.
+
+    Some images are held out (validation_split: config.val_fraction, stratified). Training runs up to
+    config.max_steps steps of batch_size images (fewer images than that: all of them each step); every
+    eval_every steps the held-out images are scored, and EarlyStopping sets the learning rate, keeps the
+    best weights and stops. The net returned has the best weights, and its `history`: one dict per
+    evaluation.
 
     The scenes' factors do not change under the square's symmetries (shapes are drawn at any angle), so
     scene images are augmented with them. Measured on the demo (5,400 training images, 12 epochs):
@@ -259,25 +303,13 @@ def train(images: torch.Tensor, codes: torch.Tensor, classes: dict[str, list[str
     # Every batch is full: a batch of one image would break BatchNorm on 8×8 inputs (one value per channel).
     batch_size = min(config.batch_size, len(fit))
     batches = _batches(len(fit), batch_size, generator)
-    warmup, drop_at = max(1, min(WARMUP_STEPS, config.max_steps // 10)), int(LR_DROP_AT * config.max_steps)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)
+    schedule = EarlyStopping(net, config)
     augment = "label" not in classes and images.shape[-1] == images.shape[-2]
-    best, best_state, best_step, waited, scale, total, count = (-1.0, math.inf), None, 0, 0, 1.0, 0.0, 0
-    lowest = math.inf  # the lowest validation loss so far
-    net.history = []
-
-    def drop(why: str) -> None:
-        nonlocal scale, waited
-        scale, waited = 0.1, 0
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        log.info("gist: %s: learning rate %.3g from the best weights (step %d)", why, config.lr * scale, best_step)
-
+    total, count, net.history = 0.0, 0, []
     for step in range(1, config.max_steps + 1):
-        if scale == 1 and step > drop_at:
-            drop(f"{LR_DROP_AT:.0%} of the budget")
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * scale * min(1.0, step / warmup)
+            group["lr"] = schedule.learning_rate(step)
         net.train()
         batch = next(batches)
         x, target = fit_images[batch], fit_codes[batch]
@@ -288,27 +320,16 @@ def train(images: torch.Tensor, codes: torch.Tensor, classes: dict[str, list[str
         total, count = total + loss.item(), count + 1
         if len(held) and (step % config.eval_every == 0 or step == config.max_steps):
             val_loss, val_accuracy = evaluate(net, val_images, val_codes)
-            score = float(np.nanmean(list(val_accuracy.values())))
             net.history.append(dict(step=step, lr=optimizer.param_groups[0]["lr"], train_loss=total / count,
                                     val_loss=val_loss, **{f"val_{name}": a for name, a in val_accuracy.items()}))
             log.info("gist step %d: train loss %.3f, validation loss %.3f, accuracy %s", step, total / count,
                      val_loss, " ".join(f"{name} {a:.3f}" for name, a in val_accuracy.items()))
             total, count = 0.0, 0
-            progress = score > best[0] or val_loss < (1 - MIN_FALL) * lowest
-            lowest = min(lowest, val_loss)
-            if score > best[0] or (score == best[0] and val_loss < best[1]):
-                best, best_step = (score, val_loss), step
-                best_state = {name: value.clone() for name, value in net.state_dict().items()}
-            waited = 0 if progress else waited + 1
-            if waited >= config.patience:
-                if scale < 1:
-                    log.info("gist: no improvement in %d evaluations: stopped at step %d", waited, step)
-                    break
-                drop(f"no improvement in {waited} evaluations")
-    if best_state is not None:
-        net.load_state_dict(best_state)
+            if schedule.should_stop(step, float(np.nanmean(list(val_accuracy.values()))), val_loss):
+                break
+    schedule.restore_best()
     log.info("gist: trained %d steps (%.1f passes over %d images), kept step %d: validation accuracy %.3f",
-             step, step * batch_size / len(fit), len(fit), best_step or step, best[0])
+             step, step * batch_size / len(fit), len(fit), schedule.best_step or step, schedule.best[0])
     return net.eval()
 
 

@@ -6,8 +6,8 @@ output conv and returns x̂ directly. Each conv is followed by the norm and a Re
 first conv (no norm) and the output conv. The norms divide by a standard deviation and never
 subtract a mean, as in the authors' code. Blocks are named as in the paper's figure 1.
 
-The authors' trained denoisers load with `UNetFlex.from_authors("denoisers/UNet_flex/imagenet/0to255_…/")`
-(see semcore.authors for their file format); `save_authors` writes a model in that format.
+The authors' trained denoisers load with `semcore.authors.load("denoisers/UNet_flex/imagenet/0to255_…/")`;
+`semcore.authors.save` writes a model in their format.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from semcore import authors  # the authors' file format; imports this module only inside its functions
-from semcore.config import UNetConfig  # plain data, beside the other settings: planning needs no torch
-from semcore.files import save_torch
+from semcore.plan.settings import UNetConfig
+from semcore.runtime import save_torch
+
 
 class StdNorm(nn.Module):
     """x · γ_c / std(x): the paper's "LayerNorm" (std over C,H,W per image) or bias-free BatchNorm."""
@@ -119,19 +119,6 @@ class UNetFlex(nn.Module):
         model = cls(UNetConfig(**saved["config"]))
         model.load_state_dict(saved["state_dict"])
         return model
-
-    @classmethod
-    def from_authors(cls, path: str | os.PathLike, map_location="cpu") -> "UNetFlex":
-        """The authors' trained UNet_flex: their folder (model.pt, exp_arguments.pkl) or its model.pt; in eval
-        mode, as their loader returns it (a BatchNorm model then divides by its running std)."""
-        config, state = authors.load(path, map_location=map_location)
-        model = cls(config)
-        model.load_state_dict(state)
-        return model.eval()
-
-    def save_authors(self, folder: str | os.PathLike) -> None:
-        """Write folder/model.pt and folder/exp_arguments.pkl as the authors' code saves them."""
-        authors.save(self, folder)
 
 
 def initial_model(config: UNetConfig, seed: int) -> UNetFlex:

@@ -21,17 +21,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pa_dataset
+import pyarrow.parquet as pq
 import torch
 
 from semcore import shards
 from semcore.model import UNetFlex
+from semcore.plan.sizes import ROWS_PER_GROUP  # large enough for fast scans, small enough to stream
 from semcore.progress import progress
 from semcore.runtime import Precision, as_model_input
 from semcore.tables import ParquetSink, vectors
-
-
-# Rows per Parquet row group: large enough for fast scans, small enough to stream.
-ROWS_PER_GROUP = 8192
 
 
 def noise_averaged_means(model: UNetFlex, images: torch.Tensor, sigma: float, n_noise: int,
@@ -68,7 +66,7 @@ def check_finite(means: dict[str, torch.Tensor], metas: list[dict], sigma: float
         f"produced NaN/inf (block {', '.join(blocks)}, {draws}; {model_label})")
 
 
-def _describe_model(metadata: dict) -> str:
+def describe_model(metadata: dict) -> str:
     """The model as an output's metadata names it, for error messages: its file (when the caller gives
     `model`) and its checkpoint's hash."""
     return ", ".join(f"{k} {metadata[k]}" for k in ("model", "checkpoint_sha256") if k in metadata) or "model unnamed"
@@ -94,6 +92,24 @@ def phi_batches(model: UNetFlex, batches: Iterator[tuple[list[dict], torch.Tenso
                 means = noise_averaged_means(model, x, sigma, n_noise, generator, all_blocks)
             check_finite(means, metas, sigma, n_noise, model_label)
             yield dict(metas=metas, sigma=sigma, means={k: v.float().cpu() for k, v in means.items()})
+
+
+def phi_of_images(model: UNetFlex, images: list[dict], sigmas: list[float], n_noise: int, seed: int,
+                  device: torch.device, model_label: str = "model unnamed") -> dict[float, np.ndarray]:
+    """{σ: φ [N, C]} of images given one by one ({key, pixels: uint8 H×W×C}, of any sizes), by phi_batches.
+
+    The noise of each image and σ comes from a generator seeded by (seed, its pixels, σ): an image's φ does
+    not depend on the other images or σ asked for, and the same image gives the same φ wherever it lies."""
+    rows = {sigma: [] for sigma in sigmas}
+    for image in images:
+        pixels = torch.tensor(image["pixels"]).permute(2, 0, 1)[None]  # copied: PIL's arrays are read-only
+        digest = hashlib.sha256(image["pixels"].tobytes()).hexdigest()
+        for sigma in sigmas:
+            generator = seeded_generator(seed, f"{digest}:{sigma}", device)
+            for record in phi_batches(model, [([image], pixels)], [sigma], n_noise, generator, device,
+                                      model_label=model_label):
+                rows[sigma].append(record["means"]["M"][0].numpy())
+    return {sigma: np.stack(vectors) for sigma, vectors in rows.items()}
 
 
 def _counted(batches: Iterator[tuple[list[dict], torch.Tensor]], bar) -> Iterator[tuple[list[dict], torch.Tensor]]:
@@ -145,13 +161,24 @@ def write_phi(model: UNetFlex, shard_paths: list[str], path, *, sigmas: list[flo
                 generator = seeded_generator(seed, Path(shard).stem, device)
                 batches = _counted(shards.read_batches([shard], batch_images), bar)
                 for record in phi_batches(model, batches, order, n_noise, generator, device, precision=precision,
-                                          model_label=_describe_model(metadata)):
+                                          model_label=describe_model(metadata)):
                     columns = _columns(record["metas"], record["sigma"]) | {"phi": vectors(record["means"]["M"].numpy())}
                     writers[record["sigma"]].write_table(pa.table(columns, schema=schema))
         with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
             for spill in spills.values():
                 with pa.memory_map(spill) as source:
                     sink.write_apart(pa.ipc.open_stream(source).read_all())  # no row group mixes two σ
+
+
+def write_phi_table(table: pd.DataFrame, path) -> Path:
+    """A φ table in memory (key, split, label, sigma, phi; table.attrs["metadata"]) to Parquet as write_phi
+    writes φ: its schema, one row group per σ, the metadata in the schema; written atomically."""
+    schema = phi_schema(len(table.phi.iloc[0]), table.attrs.get("metadata", {}))
+    with ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink:
+        for _, rows in table.groupby("sigma", sort=True):
+            columns = {name: rows[name].to_numpy() for name in ("key", "split", "label", "sigma")}
+            sink.write_apart(pa.table(columns | {"phi": vectors(np.stack(rows.phi))}, schema=schema))
+    return Path(path)
 
 
 def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_noise: int,
@@ -162,7 +189,7 @@ def write_block_means(model: UNetFlex, batches, path, *, sigmas: list[float], n_
     with (ParquetSink(path, schema, rows_per_group=ROWS_PER_GROUP) as sink,
           progress(desc="block means", unit="img") as bar):
         for record in phi_batches(model, _counted(batches, bar), sigmas, n_noise, generator, device, all_blocks=True,
-                                  precision=precision, model_label=_describe_model(metadata)):
+                                  precision=precision, model_label=describe_model(metadata)):
             for block, means in record["means"].items():
                 columns = _columns(record["metas"], record["sigma"])
                 sink.write(pa.table(columns | {"block": [block] * len(means), "means": means.numpy().tolist()}))
@@ -178,6 +205,32 @@ def read_phi(paths: list[str], sigma: float) -> tuple[pd.DataFrame, np.ndarray]:
     channels = table.schema.field("phi").type.list_size
     phi = table.column("phi").combine_chunks().flatten().to_numpy().reshape(-1, channels)
     return table.select(["key", "split", "label"]).to_pandas(), phi
+
+
+def phi_chunks(paths: list[str], sigma: float) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """read_phi of each φ file in turn (sorted): (key, split, label table, φ [n, C]) a file at a time, the
+    chunks cluster.nearest_in_chunks searches."""
+    for path in sorted(map(str, paths)):
+        yield read_phi([path], sigma)
+
+
+def stored_phi(paths: list[str], sigma: float, key: str) -> np.ndarray | None:
+    """φ [C] of the row `key` at σ in the φ files, or None when none holds it."""
+    at = (pc.field("sigma") == pa.scalar(sigma, pa.float64())) & (pc.field("key") == key)
+    table = pa_dataset.dataset(sorted(map(str, paths)), format="parquet").to_table(columns=["phi"], filter=at)
+    if not table.num_rows:
+        return None
+    return table.column("phi").combine_chunks().flatten().to_numpy()[:table.schema.field("phi").type.list_size]
+
+
+def stored_sigmas(path) -> set[float]:
+    """The σ a φ file holds."""
+    return set(pq.read_table(path, columns=["sigma"]).column("sigma").unique().to_pylist())
+
+
+def stored_metadata(path) -> dict[str, str]:
+    """The metadata a φ file records in its schema (model, checkpoint_sha256, n_noise, seed, size, …)."""
+    return {key.decode(): value.decode() for key, value in (pq.read_schema(path).metadata or {}).items()}
 
 
 def read_block_means(path: str) -> pd.DataFrame:

@@ -16,24 +16,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
 import yaml
 
-from semcore.config import SCHEMA, check, emergence_steps, final_step, source_images
-from semcore.schema import validate as semcore_validate
+from semcore.plan.checks import validated
+from semcore.plan.sizes import emergence_steps, final_step, source_images
 
 # Bytes a 64×64 RGB PNG of a natural image takes, as a fraction of its raw pixels (downsampled ImageNet
 # compresses little), plus the tar header and the json of each member.
 PNG_FRACTION, PER_IMAGE_OVERHEAD = 0.8, 1536
-
-
-def validated_config(path: str) -> dict:
-    from snakemake.utils import validate
-
-    config = yaml.safe_load(Path(path).read_text())
-    semcore_validate(config, SCHEMA)  # a short line per error
-    validate(config, str(SCHEMA))  # fills in the defaults
-    check(config)
-    return config
 
 
 def input_images(config: dict) -> int:
@@ -75,8 +67,6 @@ def check_disk(config: dict) -> tuple[bool, str]:
 
 
 def check_cuda(gpus: int) -> tuple[bool, str]:
-    import torch
-
     if not torch.cuda.is_available():
         return False, (f"torch {torch.__version__} sees no CUDA device (built for CUDA "
                        f"{torch.version.cuda or 'none: a CPU-only wheel'})")
@@ -95,9 +85,6 @@ def check_cuda(gpus: int) -> tuple[bool, str]:
 
 
 def check_nccl(gpus: int) -> tuple[bool, str]:
-    import torch
-    import torch.distributed as dist
-
     if gpus < 2:
         return True, "one GPU: not needed"
     if not dist.is_nccl_available():
@@ -112,15 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=1, help="GPUs the train job will have (profile: train: gpu)")
     args = parser.parse_args(argv)
     try:
-        config = validated_config(args.configfile)
+        config = validated(yaml.safe_load(Path(args.configfile).read_text()))
     except Exception as error:  # any reason the config cannot be used is the finding
         print(f"[FAIL] config: {args.configfile}: {error}")
         return 1
     print(f"[ok  ] config: {args.configfile} is valid")
     failed = []
-    for name, check in (("cuda", lambda: check_cuda(args.gpus)), ("nccl", lambda: check_nccl(args.gpus)),
-                        ("disk", lambda: check_disk(config))):
-        ok, finding = check()
+    for name, finding_of in (("cuda", lambda: check_cuda(args.gpus)), ("nccl", lambda: check_nccl(args.gpus)),
+                             ("disk", lambda: check_disk(config))):
+        ok, finding = finding_of()
         print(f"[{'ok' if ok else 'FAIL':4}] {name}: {finding}")
         if not ok:
             failed.append(name)

@@ -1,4 +1,4 @@
-"""Where the network runs: device choice and CPU allocator tuning."""
+"""Where the network runs: device choice, arithmetic, CPU allocator tuning; and saving its tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from semcore.config import default
+from semcore.files import atomic
+from semcore.plan.schema import default
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,9 @@ def as_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def resolve_device(name: str) -> torch.device:
     """"auto": CUDA when available, else the CPU; anything else as torch spells it ("cuda:1"). A CUDA device
-    that torch cannot use (a CPU-only wheel, no driver, no GPU in the job) fails here, at once."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    that torch cannot use (a CPU-only wheel, no driver, no GPU in the job) fails here, at once. Logged: a
+    job's log says where it ran."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device: {name!r}, but torch {torch.__version__} sees no CUDA device (built for CUDA "
@@ -38,6 +38,12 @@ def resolve_device(name: str) -> torch.device:
             "node, or set device: cpu (--config device=cpu) to run on the CPU on purpose")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise RuntimeError(f"device: {name!r}, but this job sees {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        log.info("device %s: %s, %.1f GiB, CUDA %s", device, properties.name, properties.total_memory / 2**30,
+                 torch.version.cuda)
+    else:
+        log.info("device %s, %d thread(s)", device, torch.get_num_threads())
     return device
 
 
@@ -97,3 +103,10 @@ def tune_allocator() -> None:
     for parameter, value in ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 256 << 20)):
         if not mallopt(parameter, value):
             log.debug("mallopt(%d, %d) refused", parameter, value)
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """torch.save, atomic. Saved into an open file, the archive's inner folder is named "archive", not after
+    the temporary file: the same tensors give the same bytes."""
+    with atomic(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)

@@ -19,7 +19,12 @@ the others go on. It is logged, and flagged in the score table (`failed`, `failu
 was designed for), as rows stopped by the step cap are (`reached_sigma_final`).
 
 Every network call is counted in a `Counter` keyed by (kind, batch size), so that a benchmark can time
-the same calls alone.
+the same calls alone. The bookkeeping of rows (which are still computed, which failed, each one's
+trajectory) is `Rows`, apart from the samplers' maths.
+
+`sample_images` is what the workflow's `sample` rule and the `semcore sample` command both run: the
+conditioning images (`target_images` of the shards, or an image file), the start image (`start_image`),
+the configured sampler (`draw`), then `score`.
 """
 
 from __future__ import annotations
@@ -28,20 +33,26 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from semcore.config import default, designed_steps, step_size
+from semcore.cluster import nearest_in_chunks
 from semcore.model import UNetFlex
-from semcore.phi import noise_averaged_means, read_phi
+from semcore.phi import noise_averaged_means, phi_chunks
+from semcore.plan.sampler import designed_steps, step_size
+from semcore.plan.schema import default
 from semcore.progress import progress
+from semcore.runtime import as_model_input
+from semcore.shards import images_by_key, read_batches, shard_paths
 
 log = logging.getLogger(__name__)
 
 # Adam's constants (torch's defaults; the authors use torch.optim.Adam).
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+GREY = 0.45  # the authors' flat grey start of unconditional samples
 
 # Finished rows leave a batch in steps, not one by one: each new batch size costs a kernel set-up on the
 # CPU (measured: a first fwd+bwd on a new shape ~10x a repeated one). A batch shrinks to the smallest size
@@ -60,6 +71,39 @@ def _shrunk(running: torch.Tensor) -> torch.Tensor | None:
     if size >= len(running):
         return None
     return torch.argsort(~running, stable=True)[:size].sort().values  # running rows first, order kept
+
+
+def start_image(paths: list[str], kind: str, limit: int = 10_000) -> torch.Tensor:
+    """The samplers' starting image [C, H, W] in [0, 1] from the first `limit` images of the shards (a mean
+    converges long before a large data set is read whole): `mean_image`, their pixel-wise mean;
+    `mean_colour`, a flat image of their per-channel mean colour (the authors'); `grey`, flat GREY."""
+    total, count = None, 0
+    for _, images in read_batches(paths, 512, limit=1 if kind == "grey" else limit):  # grey: the shape only
+        batch = images.double().sum(dim=0)
+        total, count = (batch if total is None else total + batch), count + len(images)
+    mean = (total / count / 255).float()
+    if kind == "mean_colour":
+        return mean.mean(dim=(1, 2), keepdim=True).expand_as(mean).clone()
+    return torch.full_like(mean, GREY) if kind == "grey" else mean
+
+
+def target_images(shard_dir: str | Path, manifest: pd.DataFrame, targets: int | list[str], batch: int,
+                  per_batch: int) -> tuple[list[str], torch.Tensor]:
+    """The conditioning images of batch `batch` of the sampling targets (the first N test images, or a list
+    of keys), `per_batch` to a batch: (keys, uint8 images [T, C, H, W])."""
+    first, last = batch * per_batch, (batch + 1) * per_batch
+    if isinstance(targets, int):
+        wanted = min(last, targets)
+        metas, images = next(read_batches(shard_paths(shard_dir, "test"), wanted, limit=wanted))
+        if len(metas) < wanted:
+            raise ValueError(f"sample.targets: {targets} test images asked for, the test split has {len(metas)}")
+        return [m["key"] for m in metas[first:]], images[first:]
+    keys = targets[first:last]
+    found = images_by_key(shard_dir, manifest, keys)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise KeyError(f"sample.targets: keys not in the shards: {missing}")
+    return keys, torch.from_numpy(np.stack([found[k] for k in keys])).permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -186,36 +230,90 @@ def _log_failures(rows: torch.Tensor, failed_step: torch.Tensor, failed_sigma: t
                                          f"σ {float(failed_sigma[i]):.3g}" for i in failed))
 
 
+class Rows:
+    """A sampler's rows, kept apart from its maths: the rows a step computes (`batch`, their positions in the
+    run) and which of those still run (`running`, over the batch; `now`, their positions); per row its score
+    steps, matching steps, σ and φ error at each step, and the step at which it became NaN/inf with the σ
+    that step was designed for. A row that fails stops before that step: its σ and φ error are NaN from
+    there on. Rows that stop leave the batch in steps (see SHRINK)."""
+
+    def __init__(self, count: int, device: torch.device):
+        self.batch = torch.arange(count, device=device)
+        self.running = torch.ones(count, dtype=torch.bool, device=device)
+        self.steps, self.matching_steps, self.failed_step = (
+            torch.zeros(count, dtype=torch.long, device=device) for _ in range(3))
+        self.failed_sigma = torch.full((count,), float("nan"), device=device)
+        self.sigma, self.phi_error = [], []  # per step: [count] float64, NaN for rows not running
+
+    @property
+    def now(self) -> torch.Tensor:
+        return self.batch[self.running]
+
+    def step(self, t: int, sigma, finite: torch.Tensor, designed, error: torch.Tensor | None = None,
+             taken: torch.Tensor | None = None) -> None:
+        """Step t computed on the batch: its σ (per batch row, or one for all), which rows stayed finite, the
+        σ the step was designed for (per row of the run, or one for all); with a matching step, its error and
+        Adam steps per batch row (counted for a row that fails at this step too)."""
+        if taken is not None:
+            self.matching_steps[self.now] += taken[self.running]
+        lost = self.batch[self.running & ~finite]
+        self.failed_step[lost] = t
+        self.failed_sigma[lost] = designed[lost] if torch.is_tensor(designed) else designed
+        self.running = self.running & finite
+        self.sigma.append(self._recorded(sigma))
+        self.phi_error.append(self._recorded(error))
+        self.steps[self.now] += 1
+
+    def _recorded(self, values) -> torch.Tensor:
+        row = torch.full(self.steps.shape, float("nan"), dtype=torch.float64, device=self.steps.device)
+        if values is not None:
+            row[self.now] = values[self.running].double() if torch.is_tensor(values) else values
+        return row
+
+    def stop(self, done: torch.Tensor) -> bool:
+        """The batch rows `done` stop; the batch shrinks when it can. False once no row runs."""
+        self.running = self.running & ~done
+        if not self.running.any():
+            return False
+        keep = _shrunk(self.running)
+        if keep is not None:
+            self.batch, self.running = self.batch[keep], self.running[keep]
+        return True
+
+    def unfinished(self) -> torch.Tensor:
+        """Per row of the run: still running (when the loop ends, a step cap stopped it)."""
+        unfinished = torch.zeros(self.steps.shape, dtype=torch.bool, device=self.steps.device)
+        unfinished[self.now] = True
+        return unfinished
+
+    def samples(self, images: torch.Tensor, rows: torch.Tensor, calls: Counter, capped=None) -> Samples:
+        """The run's Samples, its failures logged; `capped` rows (a step cap stopped them) are not `reached`."""
+        _log_failures(rows, self.failed_step, self.failed_sigma)
+        reached = self.failed_step == 0 if capped is None else (self.failed_step == 0) & ~capped
+        return Samples(images=images.clamp(0, 1), steps=self.steps, matching_steps=self.matching_steps,
+                       sigma=torch.stack(self.sigma, dim=1).cpu().numpy(),
+                       phi_error=torch.stack(self.phi_error, dim=1).cpu().numpy(), reached=reached,
+                       failed_step=self.failed_step, failed_sigma=self.failed_sigma, calls=calls)
+
+
 @torch.no_grad()
 def fixed_schedule(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tensor, sigmas: list[float],
                    matching: Matching, generator: torch.Generator) -> Samples:
     """Self-guided sampling on a fixed σ schedule: rows[i] is the target of row i; start [C, H, W] the
-    initial image; each row draws its own φ* at every σ. A row that becomes NaN/inf keeps its last finite
-    image; its σ and φ error are NaN from that step on."""
-    calls = Counter()
+    initial image; each row draws its own φ* at every σ. A row that becomes NaN/inf (its matched or
+    denoised image) keeps its last finite image; every row is still computed, so that the others draw the
+    same noise."""
+    calls, track = Counter(), Rows(len(rows), start.device)
     x = start.expand(len(rows), *start.shape).contiguous(memory_format=torch.channels_last)
-    errors, matching_steps = [], torch.zeros(len(rows), dtype=torch.long, device=x.device)
-    failed_step = torch.zeros(len(rows), dtype=torch.long, device=x.device)
     for k, sigma in enumerate(progress(sigmas, desc="sampling on a fixed schedule", unit="steps"), 1):
         goal = target.phi(model, rows, torch.full((len(rows),), sigma, device=x.device), generator, calls)
         y = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
-        y, error, steps = match_phi(model, y, goal, matching, calls)
-        errors.append(error)
-        matching_steps += torch.where(failed_step == 0, steps, 0)
+        y, error, taken = match_phi(model, y, goal, matching, calls)
         denoised = model(y)
         calls["denoise", len(y)] += 1
-        # NaN/inf in the matched or the denoised image: the row keeps its last finite image from now on
-        failed_step.masked_fill_((failed_step == 0) & ~torch.isfinite(denoised.flatten(1)).all(dim=1), k)
-        x = torch.where((failed_step == 0).view(-1, 1, 1, 1), denoised, x)
-    completed = torch.where(failed_step > 0, failed_step - 1, len(sigmas))
-    stopped = np.arange(len(sigmas)) >= completed.cpu().numpy()[:, None]
-    schedule = np.tile(np.asarray(sigmas, dtype=np.float64), (len(rows), 1))
-    failed_sigma = torch.tensor([np.nan, *sigmas], device=x.device)[failed_step]  # step 0: never failed
-    _log_failures(rows, failed_step, failed_sigma)
-    return Samples(images=x.clamp(0, 1), steps=completed, matching_steps=matching_steps,
-                   sigma=np.where(stopped, np.nan, schedule),
-                   phi_error=np.where(stopped, np.nan, torch.stack(errors, dim=1).cpu().double().numpy()),
-                   reached=failed_step == 0, failed_step=failed_step, failed_sigma=failed_sigma, calls=calls)
+        track.step(k, sigma, torch.isfinite(denoised.flatten(1)).all(dim=1), sigma, error, taken)
+        x[track.now] = denoised[track.running]
+    return track.samples(x, rows, calls)
 
 
 @torch.no_grad()
@@ -231,70 +329,41 @@ def ascent(model: UNetFlex, rows: torch.Tensor, start: torch.Tensor, *, sigma_0:
     (1 − β h_t) σ_t, the noise level the ascent step is designed to leave (the authors re-estimate σ
     after the step with a second network call).
     """
-    calls = Counter()
-    n = start.numel()
-    y = (start + sigma_0 * torch.randn((len(rows), *start.shape), generator=generator, device=start.device))
+    calls, track, n = Counter(), Rows(len(rows), start.device), start.numel()
+    y = start + sigma_0 * torch.randn((len(rows), *start.shape), generator=generator, device=start.device)
     y = y.contiguous(memory_format=torch.channels_last)
     images = start.expand_as(y).clone(memory_format=torch.channels_last)  # a row failing at once keeps it
     expected_sigma = torch.full((len(rows),), float(sigma_0), device=y.device)
-    batch = torch.arange(len(rows), device=y.device)  # the rows computed at this step
-    running = torch.ones(len(rows), dtype=torch.bool, device=y.device)  # those of the batch not yet stopped
-    sigmas, errors = [], []
-    matching_steps = torch.zeros(len(rows), dtype=torch.long, device=y.device)
-    steps = torch.zeros(len(rows), dtype=torch.long, device=y.device)
-    failed_step = torch.zeros(len(rows), dtype=torch.long, device=y.device)
-    failed_sigma = torch.full((len(rows),), float("nan"), device=y.device)
     designed = designed_steps(dict(sigma_0=sigma_0, sigma_final=sigma_final, h0=h0, beta=beta, h_schedule=h_schedule))
     kind = "unconditional" if target is None else "self-guided"
     bar = progress(total=min(designed, max_steps), desc=f"{kind} ascent", unit="steps")
     for t in range(1, max_steps + 1):
-        y_t, now = y[batch], batch[running]
-        error = torch.full((len(rows),), float("nan"), device=y.device)
-        if target is not None:
-            goal = target.phi(model, rows[batch], expected_sigma[batch], generator, calls)
-            y_t, matched_error, taken = match_phi(model, y_t, goal, matching, calls, running)
-            error[now], matching_steps[now] = matched_error[running], matching_steps[now] + taken[running]
+        y_t, error, taken = y[track.batch], None, None
+        if target is not None:  # the matching step
+            goal = target.phi(model, rows[track.batch], expected_sigma[track.batch], generator, calls)
+            y_t, error, taken = match_phi(model, y_t, goal, matching, calls, track.running)
         denoised = model(y_t)
         calls["denoise", len(y_t)] += 1
         f = y_t - denoised
         sigma = f.flatten(1).norm(dim=1) / math.sqrt(n)
-        # NaN/inf in y_t or x̂(y_t): the row stops before this step, with its last finite x̂
-        finite = torch.isfinite(sigma)
-        lost = batch[running & ~finite]
-        failed_step[lost], failed_sigma[lost] = t, expected_sigma[lost]
-        running = running & finite
-        now = batch[running]
-        recorded = torch.full((len(rows),), float("nan"), device=y.device)
-        recorded[now] = sigma[running]
-        sigmas.append(recorded)
-        errors.append(error)
-        steps[now] += 1
-        images[now] = denoised[running]
+        track.step(t, sigma, torch.isfinite(sigma), expected_sigma, error, taken)
+        images[track.now] = denoised[track.running]
         h = step_size(h0, t, h_schedule)
         gamma = sigma * math.sqrt((1 - beta * h) ** 2 - (1 - h) ** 2)
         z = torch.randn(y_t.shape, generator=generator, device=y.device)
-        y[batch] = y_t - h * f + gamma.view(-1, 1, 1, 1) * z
-        expected_sigma[batch] = (1 - beta * h) * sigma
+        y[track.batch] = y_t - h * f + gamma.view(-1, 1, 1, 1) * z
+        expected_sigma[track.batch] = (1 - beta * h) * sigma
         bar.update()
         if t == bar.total < max_steps:  # rows behind the design go on, up to the cap
             bar.total = max_steps
-        running = running & (sigma >= sigma_final)
-        if not running.any():
+        if not track.stop(sigma < sigma_final):
             break
-        keep = _shrunk(running)
-        if keep is not None:
-            batch, running = batch[keep], running[keep]
     bar.close()
-    capped = torch.zeros(len(rows), dtype=torch.bool, device=y.device)
-    capped[batch[running]] = True
+    capped = track.unfinished()
     if capped.any():
         log.warning("%d of %d samples stopped by max_steps %d before σ fell below sigma_final %g (last σ up to %.3g)",
-                    int(capped.sum()), len(rows), max_steps, sigma_final, sigmas[-1][capped].max())
-    _log_failures(rows, failed_step, failed_sigma)
-    return Samples(images=images.clamp(0, 1), steps=steps, matching_steps=matching_steps,
-                   sigma=torch.stack(sigmas, dim=1).cpu().double().numpy(),
-                   phi_error=torch.stack(errors, dim=1).cpu().double().numpy(), reached=~capped & (failed_step == 0),
-                   failed_step=failed_step, failed_sigma=failed_sigma, calls=calls)
+                    int(capped.sum()), len(rows), max_steps, sigma_final, track.sigma[-1][capped].max())
+    return track.samples(images, rows, calls, capped)
 
 
 def pairwise_rmse(images: torch.Tensor) -> torch.Tensor:
@@ -303,28 +372,22 @@ def pairwise_rmse(images: torch.Tensor) -> torch.Tensor:
     return (torch.cdist(flat, flat) / math.sqrt(flat.shape[1])).float()
 
 
-def nearest(phi: torch.Tensor, paths: list[str], sigma: float) -> tuple[np.ndarray, torch.Tensor]:
-    """Each row's nearest neighbour among the φ files at σ: (keys, Euclidean distances); one file at a
-    time, so the whole training set's φ is never held."""
-    best = torch.full((len(phi),), float("inf"))
-    keys = np.empty(len(phi), dtype=object)
-    for path in sorted(paths):
-        meta, candidates = read_phi([path], sigma)
-        distance, index = torch.cdist(phi.cpu().double(), torch.tensor(candidates, dtype=torch.float64)).min(dim=1)
-        better = distance < best
-        best[better] = distance[better].float()
-        keys[better.numpy()] = meta.key.to_numpy()[index[better].numpy()]
-    return keys, best
+def nearest(phi: torch.Tensor, paths: list[str], sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest neighbour among the φ files at σ: (keys, Euclidean distances, float32); one file
+    at a time (cluster.nearest_in_chunks), so the whole training set's φ is never held."""
+    found = nearest_in_chunks(phi.cpu().numpy(), phi_chunks(paths, sigma), 1)
+    return found.key.to_numpy(), found.distance.to_numpy().astype(np.float32)
 
 
 @torch.no_grad()
 def score(model: UNetFlex, samples: Samples, target: Target, rows: torch.Tensor, *, sigma: float,
-          generator: torch.Generator, train_phi: list[str], train_sigma: float, train_n_noise: int) -> pd.DataFrame:
+          generator: torch.Generator, train_phi: list[str] | None = None, train_sigma: float | None = None,
+          train_n_noise: int = 1) -> pd.DataFrame:
     """One row per sample: relative φ error against its target at `sigma`, pixel distance to its
     conditioner, diversity (mean distance to the other samples of its target), and its nearest training
-    image in φ space (φ at train_sigma with train_n_noise draws, as the training φ files were computed). A
-    row that failed (NaN/inf) is scored on its last finite image, flagged: `failed`, and `failure` says at
-    which step and σ."""
+    image in φ space (φ at train_sigma with train_n_noise draws, as the training φ files were computed;
+    without train_phi, nn_key None and nn_phi_distance NaN). A row that failed (NaN/inf) is scored on its
+    last finite image, flagged: `failed`, and `failure` says at which step and σ."""
     x = samples.images
     failed_step, failed_sigma = samples.failed_step.cpu().numpy(), samples.failed_sigma.cpu().numpy()
     calls = Counter()  # scoring is not part of the sampler's cost
@@ -337,16 +400,18 @@ def score(model: UNetFlex, samples: Samples, target: Target, rows: torch.Tensor,
     distances = pairwise_rmse(x)
     diversity = (distances * others).sum(dim=1) / others.sum(dim=1).clamp_min(1)
     diversity[others.sum(dim=1) == 0] = float("nan")
-    nn_phi = noise_averaged_means(model, x, train_sigma, train_n_noise, generator)["M"]
-    calls["phi", len(x) * (train_n_noise if train_sigma > 0 else 1)] += 1
-    nn_keys, nn_distance = nearest(nn_phi, train_phi, train_sigma)
+    nn_keys, nn_distance = np.full(len(x), None, dtype=object), np.full(len(x), np.nan, dtype=np.float32)
+    if train_phi:
+        nn_phi = noise_averaged_means(model, x, train_sigma, train_n_noise, generator)["M"]
+        calls["phi", len(x) * (train_n_noise if train_sigma > 0 else 1)] += 1
+        nn_keys, nn_distance = nearest(nn_phi, train_phi, train_sigma)
     table = pd.DataFrame(dict(
         target=rows.cpu().numpy(), sample_id=_rank_within(rows.cpu().numpy()),
         phi_error=relative_error(phi, goal).cpu().numpy(),
         pixel_distance=(x - target.images[rows]).flatten(1).norm(dim=1).cpu().numpy() / math.sqrt(x[0].numel())
         if target.images is not None else np.nan,
         diversity=diversity.cpu().numpy(), score_sigma=sigma,
-        nn_key=nn_keys, nn_phi_distance=nn_distance.numpy(), nn_sigma=train_sigma,
+        nn_key=nn_keys, nn_phi_distance=nn_distance, nn_sigma=train_sigma,
         steps=samples.steps.cpu().numpy(), matching_steps=samples.matching_steps.cpu().numpy(),
         reached_sigma_final=samples.reached.cpu().numpy(), failed=failed_step > 0,
         failure=[f"NaN/inf at step {step}, σ {at:.3g}" if step else "" for step, at in zip(failed_step, failed_sigma)],
@@ -372,3 +437,14 @@ def draw(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tenso
         sigmas = np.linspace(schedule["sigma_max"], schedule["sigma_min"], schedule["steps"]).tolist()
         return fixed_schedule(model, target, rows, start, sigmas, Matching(**matching), generator)
     return ascent(model, rows, start, **ascent_options, generator=generator, target=target, matching=Matching(**matching))
+
+
+def sample_images(model: UNetFlex, images: torch.Tensor, per_target: int, start: torch.Tensor, *, n_noise: int,
+                  top_k: int | None, generator: torch.Generator, **sampler) -> tuple[Target, torch.Tensor, Samples]:
+    """per_target samples of each conditioning image (uint8 [T, C, H, W]) from `start` [C, H, W], by the
+    sampler `draw` configures (`sampler`: guided, algorithm, schedule, ascent_options, matching), on the
+    model's device: (the Target, each row's target index, the Samples), for `score`."""
+    device = next(model.parameters()).device
+    target = Target(images=as_model_input(images, device), n_noise=n_noise, top_k=top_k)
+    rows = torch.arange(len(images), device=device).repeat_interleave(per_target)
+    return target, rows, draw(model, target, rows, start.to(device), generator=generator, **sampler)

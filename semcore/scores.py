@@ -12,14 +12,11 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from semcore.plan.sizes import PCA_FIT_ROWS, PROBE_MAX_DIMS
+
 # Numeric factors (position, scale, hue…) are scored as this many equal-count bins.
 FACTOR_BINS = 4
-# The probe reads features wider than this through their leading principal components: logistic
-# regression (lbfgs, float64) on 200,000 ImageNet pixel vectors of 12,288 values and 1,000 classes would
-# need ~39 GB and days; 512 is φ's width in the paper's network, so pixels are probed at φ's dimension.
-PROBE_MAX_DIMS = 512
-# Train rows the principal components are fitted on (a random sample), and rows projected at a time.
-PCA_FIT_ROWS, PCA_CHUNK_ROWS = 20_000, 8192
+PCA_CHUNK_ROWS = 8192  # rows projected on the principal components at a time
 
 
 def purity(truth: np.ndarray, clusters: np.ndarray) -> float:

@@ -1,5 +1,5 @@
 """WebDataset shards: writing them reproducibly with a manifest, and streaming them back as batches or as
-the images a job needs (by key, the sampling targets, the samplers' start image).
+the images a job needs (by key; the samplers' targets and start image are semcore.sample's).
 
 A sample is `<key>.png` (the conformed image) + `<key>.json` (label, label_name, source, origin, split,
 factors). Shards are `{split}-{i:06d}.tar`, written under a temporary name and renamed when complete,
@@ -34,7 +34,6 @@ SPLITS = ("train", "test")
 PREFETCH_BATCHES = 4  # per loader worker: a few batches in hand cover uneven decoding times
 INDEX = "index.json"
 RERUN = "rerun it with `snakemake --forcerun shard`"
-GREY = 0.45  # the authors' flat grey start of unconditional samples
 MANIFEST_COLUMNS = ["key", "origin", "label", "label_name", "source", "split", "shard", "status", "reason", "factors",
                     "transforms", "duplicate_of"]
 
@@ -151,12 +150,6 @@ def _check_splits(manifest: pd.DataFrame, source: str, test_fraction: float) -> 
     kinds = skipped.reason.str.split(": ", n=1).str[0].where(skipped.duplicate_of.isna(), "duplicate")
     counts = ", ".join(f"{n} {kind}" for kind, n in kinds.value_counts().items())
     raise ValueError(f"data.{source}: {problem}" + (f"; skipped: {counts}" if counts else ""))
-
-
-def write_parquet(table: pd.DataFrame, path: str | Path) -> None:
-    """Write under a temporary name and rename: a reader never sees half a file."""
-    with atomic(path) as tmp:
-        table.to_parquet(tmp, index=False)
 
 
 def read_index(shard_dir: str | Path) -> dict[str, dict]:
@@ -340,39 +333,6 @@ def images_by_key(shard_dir: str | Path, manifest: pd.DataFrame, keys: list[str]
             if meta["key"] in wanted:
                 found[meta["key"]] = image.permute(1, 2, 0).numpy()
     return found
-
-
-def target_images(shard_dir: str | Path, manifest: pd.DataFrame, targets: int | list[str], batch: int,
-                  per_batch: int) -> tuple[list[str], torch.Tensor]:
-    """The conditioning images of batch `batch` of the sampling targets (the first N test images, or a list
-    of keys), `per_batch` to a batch: (keys, uint8 images [T, C, H, W])."""
-    first, last = batch * per_batch, (batch + 1) * per_batch
-    if isinstance(targets, int):
-        wanted = min(last, targets)
-        metas, images = next(read_batches(shard_paths(shard_dir, "test"), wanted, limit=wanted))
-        if len(metas) < wanted:
-            raise ValueError(f"sample.targets: {targets} test images asked for, the test split has {len(metas)}")
-        return [m["key"] for m in metas[first:]], images[first:]
-    keys = targets[first:last]
-    found = images_by_key(shard_dir, manifest, keys)
-    missing = [k for k in keys if k not in found]
-    if missing:
-        raise KeyError(f"sample.targets: keys not in the shards: {missing}")
-    return keys, torch.from_numpy(np.stack([found[k] for k in keys])).permute(0, 3, 1, 2)
-
-
-def start_image(paths: list[str], kind: str, limit: int = 10_000) -> torch.Tensor:
-    """The samplers' starting image [C, H, W] in [0, 1] from the first `limit` images of the shards (a mean
-    converges long before a large data set is read whole): `mean_image`, their pixel-wise mean;
-    `mean_colour`, a flat image of their per-channel mean colour (the authors'); `grey`, flat GREY."""
-    total, count = None, 0
-    for _, images in read_batches(paths, 512, limit=1 if kind == "grey" else limit):  # grey: the shape only
-        batch = images.double().sum(dim=0)
-        total, count = (batch if total is None else total + batch), count + len(images)
-    mean = (total / count / 255).float()
-    if kind == "mean_colour":
-        return mean.mean(dim=(1, 2), keepdim=True).expand_as(mean).clone()
-    return torch.full_like(mean, GREY) if kind == "grey" else mean
 
 
 def factor_table(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,6 @@ import os
 import re
 import stat
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -21,6 +20,14 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from semcore import scenes
+from semcore.plan.inputs import (
+    SKIMAGE_PHOTOGRAPHS,
+    SKLEARN_PHOTOGRAPHS,
+    hidden_reason,
+    label_name,
+    list_folder,
+    printable,
+)
 
 
 @dataclass
@@ -91,10 +98,6 @@ def mnist5k() -> Iterator[Item]:
 
 
 # The bundled photographs: scikit-image's, then scikit-learn's sample images.
-SKIMAGE_PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
-                       "immunohistochemistry", "camera", "brick", "grass", "gravel", "moon", "coins", "clock")
-SKLEARN_PHOTOGRAPHS = ("china", "flower")
-PHOTOGRAPHS = SKIMAGE_PHOTOGRAPHS + SKLEARN_PHOTOGRAPHS
 
 
 def bundled_photographs() -> dict[str, callable]:
@@ -133,13 +136,13 @@ def folder(path: str) -> Iterator[Item]:
     A file as `path` is read the same way, alone."""
     root = Path(path)
     root, entries = (root.parent, [root]) if root.is_file() else (root, list_folder(root))
-    label_names = sorted({_label_name(entry.relative_to(root)) for entry in entries} - {""})
+    label_names = sorted({label_name(entry.relative_to(root)) for entry in entries} - {""})
     label_of = {name: i for i, name in enumerate(label_names)}
     first_with = {}  # sha256 of the bytes → key and origin of the first file holding them
     for entry in entries:
         relative = entry.relative_to(root)
-        label_name = _label_name(relative)
-        item = Item(_file_key(relative), _printable(entry), label_of.get(label_name, -1), label_name)
+        label = label_name(relative)
+        item = Item(_file_key(relative), printable(entry), label_of.get(label, -1), label)
         try:
             with _open(entry, relative) as file:  # streamed: a large file that is no image is never read whole
                 image, transforms = _decode(file)
@@ -157,46 +160,6 @@ def folder(path: str) -> Iterator[Item]:
         yield item
 
 
-def list_folder(root: Path) -> list[Path]:
-    """Every entry under root that a manifest accounts for, sorted by relative path: files, and what sits
-    where files do without being one (broken symlinks, symlink loops, special files, folders that could not
-    be listed). Symlinked folders are followed; a folder already walked (an alias, a loop) is not again."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.folder.path: {str(root)!r} is not a directory")
-    entries, walked = [], {_identity(root)}
-    for folder_path, folders, files in os.walk(root, onerror=lambda error: entries.append(Path(error.filename)),
-                                               followlinks=True):
-        # Real folders before symlinks to them: their files keep the real path, and its label.
-        folders.sort(key=lambda name: (os.path.islink(os.path.join(folder_path, name)), name))
-        folders[:] = [name for name in folders if _first_walk(Path(folder_path, name), walked)]
-        entries += [Path(folder_path, name) for name in files]
-    return sorted(entries, key=lambda entry: entry.parts)
-
-
-def input_files(root: Path) -> list[Path]:
-    """The files `folder` can read: regular, readable, not hidden. The workflow declares them as inputs
-    (Snakemake stops on a declared input that is missing, such as a broken symlink)."""
-    return [entry for entry in list_folder(root)
-            if not _hidden_reason(entry.relative_to(root)) and entry.is_file() and os.access(entry, os.R_OK)]
-
-
-def check_folder(path: str) -> None:
-    """Refuse a folder that cannot give a run, cheaply enough for when the workflow is planned: files are
-    listed, not decoded. A label of one file gives a run, with a warning: the label scores and the gist
-    classifier leave it out (semcore.scores.semantic_targets, semcore.gist.gist_targets)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ValueError(f"data.folder.path: {path!r} {'is not a directory' if root.exists() else 'does not exist'}")
-    files = input_files(root)
-    if not files:
-        raise ValueError(f"data.folder.path: {path!r} holds no readable files (hidden ones do not count)")
-    per_label = Counter(_label_name(file.relative_to(root)) for file in files)
-    lonely = [f"label {name!r} has 1 image" for name, count in sorted(per_label.items()) if name and count == 1]
-    if lonely:
-        warnings.warn(f"data.folder.path: {', '.join(lonely)}; the label scores and the gist classifier need ≥ 2 "
-                      "per label and leave it out: add images or remove the folder", stacklevel=2)
-
-
 class _Skip(Exception):
     """Why an entry of a folder is not an image (the message is the manifest's reason)."""
 
@@ -208,7 +171,7 @@ NOT_REGULAR = {stat.S_IFDIR: "a folder that could not be listed", stat.S_IFIFO: 
 
 def _open(entry: Path, relative: Path) -> BinaryIO:
     """The file, open for reading, or _Skip saying why it cannot be."""
-    hidden = _hidden_reason(relative)
+    hidden = hidden_reason(relative)
     if hidden:
         raise _Skip(hidden)
     try:
@@ -249,43 +212,9 @@ def _decode(file: BinaryIO) -> tuple[Image.Image, list[str]]:
         raise _Skip(f"unreadable image (truncated or corrupt): {error}") from None
 
 
-def _hidden_reason(relative: Path) -> str | None:
-    hidden_folders = [part for part in relative.parts[:-1] if part.startswith(".")]
-    if hidden_folders:
-        return f"in hidden folder {_printable(hidden_folders[0])}"
-    return "hidden file" if relative.name.startswith(".") else None
-
-
-def _label_name(relative: Path) -> str:
-    """The first sub-folder, unless hidden; "" for files at the top."""
-    first = relative.parts[0] if len(relative.parts) > 1 else ""
-    return "" if first.startswith(".") else _printable(first)
-
-
 def _file_key(relative: Path) -> str:
     """A key from the relative path alone, with no "." (WebDataset cuts keys at the first dot)."""
     return "file_" + hashlib.blake2b(os.fsencode(relative.as_posix()), digest_size=8).hexdigest()
-
-
-def _printable(name: str | Path) -> str:
-    """A name as text Parquet and JSON can hold: bytes that are not UTF-8 become \\xNN escapes."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
-def _identity(folder: Path) -> tuple[int, int]:
-    info = folder.stat()
-    return info.st_dev, info.st_ino
-
-
-def _first_walk(folder: Path, walked: set[tuple[int, int]]) -> bool:
-    try:
-        identity = _identity(folder)
-    except OSError:
-        return True  # os.walk reports it through onerror
-    if identity in walked:
-        return False
-    walked.add(identity)
-    return True
 
 
 def imagenet64(paths: list[str]) -> Iterator[Item]:

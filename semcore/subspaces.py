@@ -52,8 +52,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from semcore.stats import (CHUNK_ELEMENTS, _effective_dimension, _participation_dimension, active_channels, gram,
-                           principal_angles, spectrum)
+from semcore.stats import (
+    CHUNK_ELEMENTS,
+    _effective_dimension,
+    _participation_dimension,
+    active_channels,
+    gram,
+    principal_angles,
+    spectrum,
+)
 
 GROUPS, RANDOM = "active channels", "random"  # the `kind` of every table: real groups, their baseline
 GROUP_COLUMNS = ["group", "size", "dimension", "pr_dimension", "fit_size", "fit_dimension", "channels", "kind"]

@@ -1,5 +1,6 @@
-"""Parquet output: buffered into large row groups, written under a temporary name, renamed at the end;
-vectors and images as Arrow columns."""
+"""Parquet output: every table's Arrow schema (φ and block means: semcore.phi), types that never depend on
+what a run holds; the writer that casts a table to its schema; buffered sinks for large tables. Files are
+written under a temporary name, renamed at the end; vectors and images are Arrow columns."""
 
 from __future__ import annotations
 
@@ -12,6 +13,98 @@ import pyarrow.parquet as pq
 
 from semcore.files import atomic
 from semcore.shards import png_bytes
+
+STRING, INT, FLOAT, DOUBLE, BOOL = pa.string(), pa.int64(), pa.float32(), pa.float64(), pa.bool_()
+
+MANIFEST = pa.schema([("key", STRING), ("origin", STRING), ("label", INT), ("label_name", STRING), ("source", STRING),
+                      ("split", STRING), ("shard", STRING), ("status", STRING), ("reason", STRING),
+                      ("factors", STRING), ("transforms", STRING), ("duplicate_of", STRING)])
+BLOCK_PR = pa.schema([("key", STRING), ("block", STRING), ("pr", DOUBLE)])
+STABILITY = pa.schema([("key", STRING), ("block", STRING), ("sigma", DOUBLE), ("cosine", FLOAT)])
+CHANNELS = pa.schema([("channel", INT), ("pr", DOUBLE), ("mean", DOUBLE), ("active_fraction", DOUBLE), ("dead", BOOL),
+                      ("selective", BOOL)])
+FACTOR_MUTUAL_INFORMATION = pa.schema([("factor", STRING), ("channel", INT), ("mutual_information", DOUBLE)])
+SUBSPACE_GROUPS = pa.schema([("group", INT), ("size", INT), ("dimension", INT), ("pr_dimension", DOUBLE),
+                             ("fit_size", INT), ("fit_dimension", INT), ("channels", STRING), ("kind", STRING)])
+SUBSPACE_PAIRS = pa.schema([("group_a", INT), ("group_b", INT), ("min_angle", DOUBLE), ("mean_angle", DOUBLE),
+                            ("kind", STRING)])
+SUBSPACE_HELDOUT = pa.schema([("kind", STRING), ("group", INT), ("key", STRING), ("own_residual", DOUBLE),
+                              ("other_residual", DOUBLE)])
+ASSIGNMENTS = pa.schema([("key", STRING), ("split", STRING), ("label", INT), ("cluster", INT), ("distance", FLOAT)])
+NEIGHBOURS = pa.schema([("query", STRING), ("space", STRING), ("rank", INT), ("neighbour", STRING),
+                        ("distance", FLOAT), ("same_label", BOOL)])
+PROBE_PREDICTIONS = pa.schema([("target", STRING), ("key", STRING), ("correct", BOOL)])
+PROBE_ACCURACY = pa.schema([("features", STRING), ("target", STRING), ("metric", STRING), ("value", DOUBLE)])
+SEMANTIC_SCORES = pa.schema([("features", STRING), ("representation", STRING), ("sigma", DOUBLE), ("method", STRING),
+                             ("k", INT), ("target", STRING), ("metric", STRING), ("value", DOUBLE)])
+EMERGENCE = pa.schema([("step", INT), ("method", STRING), ("sigma", DOUBLE), ("k", INT), ("target", STRING),
+                       ("metric", STRING), ("value", DOUBLE)])
+GIST_ACCURACY = pa.schema([("head", STRING), ("n", INT), ("classes", INT), ("accuracy", DOUBLE),
+                           ("accuracy_low", DOUBLE), ("accuracy_high", DOUBLE), ("chance", DOUBLE),
+                           ("above_chance", BOOL)])
+GIST_AGREEMENT = pa.schema([("target", INT), ("key", STRING), ("head", STRING), ("measure", STRING),
+                            ("value", DOUBLE), ("n", INT), ("n_failed", INT)])
+GIST_QUALITY = pa.schema([("set", STRING), ("n", INT), ("n_real", INT), ("subsets", INT), ("kid", DOUBLE),
+                          ("kid_std", DOUBLE), ("n_failed", INT)])
+FINDINGS = pa.schema([("claim", STRING), ("measure", STRING), ("unit", STRING), ("n", INT), ("value", DOUBLE),
+                      ("value_low", DOUBLE), ("value_high", DOUBLE), ("baseline", STRING), ("baseline_value", DOUBLE),
+                      ("baseline_low", DOUBLE), ("baseline_high", DOUBLE), ("difference", DOUBLE),
+                      ("difference_low", DOUBLE), ("difference_high", DOUBLE), ("verdict", STRING),
+                      ("interval", STRING), ("note", STRING)])
+
+
+def centroids_schema(dimensions: int) -> pa.Schema:
+    return pa.schema([("cluster", pa.int32()), ("size", INT), ("centroid", pa.list_(FLOAT, dimensions))])
+
+
+def samples_schema(channels: int) -> pa.Schema:
+    """A batch of samples and all of them: scores, the sampler's schedule, φ [channels], the image."""
+    return pa.schema([("method", STRING), ("algorithm", STRING), ("target", INT), ("key", STRING), ("sample_id", INT),
+                      ("phi_error", FLOAT), ("pixel_distance", FLOAT), ("diversity", FLOAT), ("score_sigma", DOUBLE),
+                      ("nn_key", STRING), ("nn_phi_distance", FLOAT), ("nn_sigma", DOUBLE), ("steps", INT),
+                      ("matching_steps", INT), ("reached_sigma_final", BOOL), ("failed", BOOL), ("failure", STRING),
+                      ("final_sigma", DOUBLE), ("schedule_sigma", pa.list_(DOUBLE)),
+                      ("schedule_phi_error", pa.list_(DOUBLE)), ("top_k", INT), ("phi", pa.list_(FLOAT, channels)),
+                      ("png", pa.binary())])
+
+
+class SchemaMismatch(ValueError):
+    """A table whose columns do not fit its schema."""
+
+
+def fit_schema(table: pd.DataFrame | pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    """`table` as an Arrow table of exactly `schema`: its columns in the schema's order, each cast to the
+    schema's type (an all-null column too); a missing or extra column, or a value that does not fit, raises
+    SchemaMismatch naming the table (`name`) and the column."""
+    columns = list(table.columns) if isinstance(table, pd.DataFrame) else table.column_names
+    missing, extra = [c for c in schema.names if c not in columns], [c for c in columns if c not in schema.names]
+    if missing or extra:
+        raise SchemaMismatch(f"{name}: missing column(s) {missing}, extra column(s) {extra}; its schema has "
+                             f"{schema.names}")
+    if isinstance(table, pd.DataFrame):
+        try:
+            table = pa.Table.from_pandas(table[schema.names], preserve_index=False)  # as pandas' to_parquet does
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # pyarrow's message names the column
+            raise SchemaMismatch(f"{name}: {error}") from None
+    fitted = []
+    for field in schema:
+        column = table.column(field.name)
+        try:
+            fitted.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            raise SchemaMismatch(f"{name}: column {field.name!r} ({column.type}) does not fit {field.type}: "
+                                 f"{error}") from None
+    return pa.Table.from_arrays(fitted, schema=schema.with_metadata((table.schema.metadata or {}) |
+                                                                   (schema.metadata or {})))
+
+
+def write_table(table: pd.DataFrame | pa.Table, path: str | Path, schema: pa.Schema) -> None:
+    """`table` cast to `schema` (fit_schema) to Parquet: under a temporary name, then renamed, so that a
+    reader never sees half a file."""
+    fitted = fit_schema(table, schema, str(path))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic(path) as tmp:
+        pq.write_table(fitted, tmp)
 
 
 def vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:

@@ -138,7 +138,7 @@ def test_the_documented_keys_load_strictly(tmp_path, prefix, upsample_bias, para
     shapes = paper_shapes(upsample_bias)
     assert len(shapes) == (84 if upsample_bias else 82)
     state = save_weights(tmp_path, shapes, prefix)
-    model = UNetFlex.from_authors(tmp_path / "model.pt")  # no exp_arguments.pkl: inferred from shapes
+    model = authors.load(tmp_path / "model.pt")  # no exp_arguments.pkl: inferred from shapes
     assert sum(p.numel() for p in model.parameters()) == parameters
     assert model.config == replace(PAPER, upsample_bias=upsample_bias)
     ours = model.state_dict()
@@ -150,14 +150,14 @@ def test_the_documented_keys_load_strictly(tmp_path, prefix, upsample_bias, para
 def test_the_documented_arguments_are_used_and_checked_against_the_weights(tmp_path):
     save_weights(tmp_path, paper_shapes(upsample_bias=True))
     save_arguments(tmp_path, PAPER_ARGUMENTS)  # no upsample_with_bias: built with the bias
-    model = UNetFlex.from_authors(tmp_path)
+    model = authors.load(tmp_path)
     assert model.config.upsample_bias and model.config.norm == "layer"
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
 
     save_arguments(tmp_path, PAPER_ARGUMENTS | {"num_mid_conv": 2, "upsample_with_bias": False})
     with pytest.raises(ValueError, match=r"exp_arguments.pkl disagrees with .*model.pt: num_mid_conv .*upsample_with_bias"):
-        UNetFlex.from_authors(tmp_path)
+        authors.load(tmp_path)
 
 
 # --- An independent reference: the authors' module structure and forward, as documented ---
@@ -234,7 +234,7 @@ def test_imported_model_computes_what_the_authors_network_computes(tmp_path, nor
     torch.save({"module." + k: v for k, v in reference.state_dict().items()}, tmp_path / "model.pt")
     save_arguments(tmp_path, arguments)
 
-    model = UNetFlex.from_authors(tmp_path).eval()
+    model = authors.load(tmp_path).eval()
     assert model.config.upsample_bias == (upsample_with_bias == "absent")
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
@@ -252,7 +252,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     state["mid.4.beta"] = torch.zeros(1, 32, 1, 1)  # a mean-subtracting norm's shift: not UNet_flex
     torch.save(state, tmp_path / "model.pt")
     with pytest.raises(ValueError, match=r"model.pt: .*missing keys \['mid.4.gammas'\].*unexpected keys \['mid.4.beta'\]"):
-        UNetFlex.from_authors(tmp_path / "model.pt")
+        authors.load(tmp_path / "model.pt")
 
 
 @pytest.mark.parametrize("norm, upsample_bias", [("layer", False), ("batch", True)])
@@ -260,12 +260,12 @@ def test_save_authors_round_trip(tmp_path, norm, upsample_bias):
     torch.manual_seed(0)
     model = UNetFlex(UNetConfig(channels=[8, 16, 32], dec_convs=[3, 2], norm=norm, upsample_bias=upsample_bias))
     model(torch.rand(4, 3, 16, 16))  # training mode: moves the running std away from ones
-    model.eval().save_authors(tmp_path)
+    authors.save(model.eval(), tmp_path)
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert "decoder.0.6.weight" in saved and "mid.1.gammas" in saved and "output.weight" not in saved
     assert authors.read_arguments(tmp_path / "exp_arguments.pkl")["NormType"] == {"layer": "LayerNorm", "batch": "BatchNorm"}[norm]
 
-    loaded = UNetFlex.from_authors(tmp_path).eval()
+    loaded = authors.load(tmp_path).eval()
     assert loaded.config == model.config
     assert loaded.state_dict().keys() == model.state_dict().keys()
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
@@ -275,7 +275,7 @@ def test_save_authors_round_trip(tmp_path, norm, upsample_bias):
 
 def test_a_model_without_norm_cannot_be_saved_in_the_authors_format(tmp_path):
     with pytest.raises(ValueError, match="model.norm"):
-        UNetFlex(UNetConfig(channels=[8, 16], norm="none")).save_authors(tmp_path)
+        authors.save(UNetFlex(UNetConfig(channels=[8, 16], norm="none")), tmp_path)
 
 
 # --- exp_arguments.pkl: admitted classes only ---
@@ -300,7 +300,7 @@ def test_any_other_global_is_refused_and_never_runs(tmp_path, payload, name):
         authors.read_arguments(tmp_path / "exp_arguments.pkl")
     torch.save(AuthorsUNet(SMALL | {"NormType": "LayerNorm"}).state_dict(), tmp_path / "model.pt")
     with pytest.raises(pickle.UnpicklingError, match=name):
-        UNetFlex.from_authors(tmp_path)
+        authors.load(tmp_path)
     assert not marker.exists()
 
 
@@ -326,4 +326,4 @@ def test_arguments_unetflex_cannot_build_are_refused_by_name(tmp_path, change, a
     torch.save(AuthorsUNet(SMALL | {"NormType": "LayerNorm"}).state_dict(), tmp_path / "model.pt")
     save_arguments(tmp_path, SMALL | change)
     with pytest.raises(ValueError, match=rf"exp_arguments.pkl: {argument}:"):
-        UNetFlex.from_authors(tmp_path)
+        authors.load(tmp_path)

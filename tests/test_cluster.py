@@ -8,7 +8,8 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from semcore import cluster, scores
-from semcore.features import feature_set_names, parse
+from semcore.plan.names import feature_set_names
+from semcore.plan.names import parse_feature_set as parse
 
 
 def test_well_separated_blobs_are_recovered_exactly():

@@ -4,12 +4,13 @@ import pytest
 import yaml
 from snakemake.utils import validate as fill_defaults
 
-from semcore.config import (SCHEMA, ConfigError, TrainConfig, UNetConfig, check, emergence_steps, final_step,
-                            model_config, schema_of, train_config)
 from semcore.gist import GistConfig
+from semcore.plan.checks import check
+from semcore.plan.schema import SCHEMA, ConfigError, schema_of, validate
+from semcore.plan.settings import TrainConfig, UNetConfig, model_config, train_config
+from semcore.plan.sizes import emergence_steps, final_step
 from semcore.runtime import Precision
 from semcore.sample import Matching, Target
-from semcore.schema import validate
 
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
 

@@ -1,6 +1,5 @@
 import json
 import logging
-import time
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,8 @@ import torch
 from PIL import Image
 
 from semcore import gist, scores, shards
-from semcore.sources import check_folder, folder, synthetic
+from semcore.plan.inputs import check_folder
+from semcore.sources import folder, synthetic
 
 
 def manifest_of(rows: list[dict], source: str = "synthetic") -> pd.DataFrame:

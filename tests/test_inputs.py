@@ -17,7 +17,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from semcore import shards
-from semcore.sources import check_folder, conform, folder, input_files
+from semcore.plan.inputs import check_folder, input_files
+from semcore.sources import conform, folder
+from semcore.tables import MANIFEST, write_table
 
 OPTIONS = dict(source="folder", size=16, channels=3, min_size=16, test_fraction=0.25, seed=0, samples_per_shard=8)
 NOBODY = 65534
@@ -160,7 +162,7 @@ def shard_unprivileged(images: Path, out: Path) -> None:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    shards.write_parquet(shards.write_shards(folder(str(images)), out, **OPTIONS), out / "manifest.parquet")
+    write_table(shards.write_shards(folder(str(images)), out, **OPTIONS), out / "manifest.parquet", MANIFEST)
 
 
 def test_every_file_of_a_messy_folder_is_written_or_skipped_with_its_reason(shared_tmp):

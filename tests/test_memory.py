@@ -1,10 +1,9 @@
-"""The memory model (semcore.resources) against measurements. Each analysis rule's peak RSS is measured
+"""The memory model (semcore.plan.resources) against measurements. Each analysis rule's peak RSS is measured
 at two sizes, the suite's tiny run (240 images) and a run of 3,000 images with a wide φ; the peaks are
 fitted as a + b × the bytes the model says the job holds, and the fit, extrapolated to
 configs/imagenet64-cluster.yaml, must stay under what the rules declare there.
-`pytest -s tests/test_memory.py` prints the table (README, "Running on a SLURM cluster")."""
+`pytest -s tests/test_memory.py` prints the table (docs/cluster.md, "Memory")."""
 
-import inspect
 import json
 
 import numpy as np
@@ -14,8 +13,8 @@ import yaml
 from PIL import Image
 from snakemake.utils import validate
 
-from semcore import cluster, phi, resources, scores
-from semcore.config import SCHEMA
+from semcore.plan import resources
+from semcore.plan.schema import SCHEMA
 
 from conftest import REPO, TINY_CONFIG, snakemake, write_config
 
@@ -148,10 +147,6 @@ def imagenet_table(peaks: pd.DataFrame) -> pd.DataFrame:
 def test_the_rules_declare_the_memory_model(large_peaks):
     assert set(large_peaks.rule) == set(RULES) and len(large_peaks) == len(RULES) + 4  # kmeans, probe: 3 jobs each
     assert (large_peaks.declared_mb == large_peaks.model_mb).all()
-    # the sizes the model copies from modules it does not import (they import torch or scikit-learn)
-    assert (resources.PROBE_MAX_DIMS, resources.PCA_FIT_ROWS) == (scores.PROBE_MAX_DIMS, scores.PCA_FIT_ROWS)
-    assert (resources.ROWS_PER_GROUP, resources.DISTANCE_CHUNK) == (phi.ROWS_PER_GROUP, cluster.CHUNK_ELEMENTS)
-    assert resources.POINTS_PER_CENTROID == inspect.signature(cluster.kmeans).parameters["points_per_centroid"].default
 
 
 def test_declared_memory_covers_the_measured_and_the_extrapolated_need(finished_run, large_peaks):

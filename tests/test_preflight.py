@@ -3,7 +3,7 @@ import yaml
 from snakemake.utils import validate
 
 from semcore import preflight
-from semcore.config import SCHEMA
+from semcore.plan.schema import SCHEMA
 
 from conftest import REPO, TINY_CONFIG
 

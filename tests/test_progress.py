@@ -72,7 +72,7 @@ def test_a_terminal_gets_a_bar(monkeypatch):
 SCRIPT = """
     import sys, types
     {imports}
-    from semcore.progress import job_log
+    from semcore.joblog import job_log
 
     class Named(list):
         '''Snakemake's Namedlist as job_log reads it: the entries in order, and items() by name.'''
@@ -107,8 +107,8 @@ def run_script(tmp_path, imports: str, body: str) -> tuple[subprocess.CompletedP
 
 
 def test_the_job_log_has_a_header_and_a_footer(tmp_path):
-    result, log = run_script(tmp_path, "import torch", textwrap.dedent("""
-        job.device(torch.device("cpu"))
+    result, log = run_script(tmp_path, "from semcore.runtime import resolve_device", textwrap.dedent("""
+        resolve_device("cpu")
         print("the script's own output", file=sys.stderr)
     """).replace("\n", "\n    "))
     assert result.returncode == 0, result.stderr

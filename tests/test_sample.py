@@ -12,13 +12,15 @@ import yaml
 from snakemake.utils import validate
 
 from semcore import cluster, sample, shards
-from semcore.config import SCHEMA, ConfigError, check, designed_steps, resolved_ascent, unconditional_sampler
 from semcore.model import UNetConfig, UNetFlex
 from semcore.phi import phi_schema
+from semcore.plan.checks import check
+from semcore.plan.sampler import designed_steps, resolved_ascent, unconditional_sampler
+from semcore.plan.schema import SCHEMA, ConfigError
 from semcore.sources import synthetic
 from semcore.tables import ParquetSink, as_uint8, to_arrow, vectors
 
-from conftest import REPO, TINY_CONFIG, planned_jobs, write_config
+from conftest import TINY_CONFIG, planned_jobs, write_config
 
 T, S, N_NOISE = 2, 3, 2  # targets, samples per target, noise draws
 
@@ -96,6 +98,31 @@ def test_samples_are_finite_in_range_and_reproducible(model, images, kind):
     assert (first.steps >= 1).all() and (first.steps <= (3 if kind == "fixed" else 8)).all()
 
 
+# Recorded before the samplers' bookkeeping moved into sample.Rows (and the same since): Σ pixels of the
+# samples, their steps and matching steps; then with the denoiser's first row NaN at its 2nd call.
+RECORDED = {"fixed": (3.684701316065457, [3] * 6, [9] * 6, 3.5000591872526456, [1] + [3] * 5),
+            "adaptive": (3.7400493875750103, [6] * 6, [18] * 6, 3.356825003864401, [1] + [6] * 5),
+            "unconditional": (3.6668573720822337, [6] * 6, [0] * 6, 3.3667558482738116, [1] + [6] * 5)}
+
+
+@pytest.mark.parametrize("kind", ["fixed", "adaptive", "unconditional"])
+def test_seeded_samples_are_those_recorded(model, images, kind):
+    total, steps, matching_steps, failing_total, failing_steps = RECORDED[kind]
+    target, options = sample.Target(images=images, n_noise=N_NOISE, top_k=5), draw_options(kind)
+    result = sample.draw(model, target, rows(), start(), **options, generator=generator(0))
+    assert result.images.double().sum().item() == pytest.approx(total, rel=1e-6)
+    assert result.steps.tolist() == steps and result.matching_steps.tolist() == matching_steps
+    failing = sample.draw(NaNAtCall(model, 2), target, rows(), start(), **options, generator=generator(0))
+    assert failing.images.double().sum().item() == pytest.approx(failing_total, rel=1e-6)
+    assert failing.steps.tolist() == failing_steps and failing.failed_step.tolist() == [2] + [0] * 5
+    # Rows stopping at different steps leave the batch (8 rows → 3 once 5 have stopped).
+    shrinking = sample.ascent(model, torch.arange(8), start(), sigma_0=0.3, sigma_final=0.25, h0=0.5, beta=0.5,
+                              h_schedule=False, max_steps=30, generator=generator())
+    assert shrinking.images.double().sum().item() == pytest.approx(4.611985246004849, rel=1e-6)
+    assert shrinking.steps.tolist() == [5, 5, 4, 4, 4, 4, 4, 5]
+    assert shrinking.calls == Counter({("denoise", 8): 4, ("denoise", 3): 1})
+
+
 def test_ascent_stops_each_row_on_its_own(model):
     # Each row stops when its own σ estimate falls below σ_final; later steps run on the rest only.
     result = sample.ascent(model, torch.arange(4), start(), sigma_0=0.3, sigma_final=0.25, h0=0.5, beta=0.5,
@@ -145,11 +172,29 @@ def test_the_start_images_are_the_training_means_or_grey(tmp_path):
                         test_fraction=0.2, seed=0, samples_per_shard=10)
     paths = shards.shard_paths(tmp_path, "train")
     pixels = torch.cat([images for _, images in shards.read_batches(paths, 8)]).double() / 255
-    colour = shards.start_image(paths, "mean_colour")
+    colour = sample.start_image(paths, "mean_colour")
     assert colour.shape == (3, 16, 16)
     assert torch.allclose(colour, pixels.mean(dim=(0, 2, 3)).float().view(3, 1, 1).expand(3, 16, 16), atol=1e-6)
-    assert torch.allclose(shards.start_image(paths, "mean_image"), pixels.mean(dim=0).float(), atol=1e-6)
-    assert torch.equal(shards.start_image(paths, "grey"), torch.full((3, 16, 16), 0.45))
+    assert torch.allclose(sample.start_image(paths, "mean_image"), pixels.mean(dim=0).float(), atol=1e-6)
+    assert torch.equal(sample.start_image(paths, "grey"), torch.full((3, 16, 16), 0.45))
+
+
+def test_the_nearest_phi_search_reads_chunks_and_matches_brute_force():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(50, 8)).astype(np.float32)
+    meta = pd.DataFrame({"key": [f"k{i}" for i in range(50)], "label": np.arange(50) % 3})
+    queries, exclude = data[[3, 40]], np.array([3, -1])  # query 0 is row 3, never its own neighbour
+    chunks = [(meta[i:i + 7].reset_index(drop=True), data[i:i + 7]) for i in range(0, 50, 7)]  # the last of 1 row
+    found = cluster.nearest_in_chunks(queries, iter(chunks), 4, exclude=exclude)
+    distances = np.linalg.norm(data[None].astype(np.float64) - queries[:, None], axis=2)
+    distances[0, 3] = np.inf
+    for q in range(2):
+        mine = found[found["query"] == q]
+        assert mine["rank"].tolist() == [0, 1, 2, 3]
+        assert mine.row.tolist() == np.argsort(distances[q], kind="stable")[:4].tolist()
+        assert mine.key.tolist() == [f"k{i}" for i in mine.row] and mine.label.tolist() == list(mine.row % 3)
+        np.testing.assert_allclose(mine.distance, np.sort(distances[q])[:4], rtol=1e-12)
+    assert found[found["query"] == 1].distance.iloc[0] == 0  # row 40 itself, not excluded: exactly 0
 
 
 def simulated_steps(sigma_0, sigma_final, h0, beta, h_schedule, limit=100_000) -> int:

@@ -12,7 +12,7 @@ from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 
 from semcore import figures, findings, stats
-from semcore.config import schema_of
+from semcore.plan.schema import schema_of
 
 REPO = Path(__file__).resolve().parents[1]
 

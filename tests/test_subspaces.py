@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_stats import two_groups_with_zeros
 
 from semcore import figures, findings, stats, subspaces
 from semcore.subspaces import GROUPS, RANDOM
-from test_stats import two_groups_with_zeros
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,11 @@ from snakemake.utils import validate
 from semcore import scenes, shards
 from semcore import train as train_module
 from semcore.model import UNetConfig, UNetFlex, initial_model
-from semcore.sources import synthetic
-from semcore.config import SCHEMA, snapshot_name, train_config
+from semcore.plan.names import snapshot_name
+from semcore.plan.schema import SCHEMA
+from semcore.plan.settings import train_config
 from semcore.runtime import Precision
+from semcore.sources import synthetic
 from semcore.train import TrainConfig, denoising_loss, launch, learning_rate, sample_sigmas, train, weights_digest
 
 from conftest import REPO
@@ -294,3 +296,18 @@ def test_a_non_finite_loss_between_checks_keeps_the_checkpoint_before_it(shard_d
     snapshot = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert snapshot["step"] == 5 and all(torch.isfinite(p).all() for p in snapshot["model"].values())
     assert [r["step"] for r in _records(tmp_path) if r["kind"] == "train"] == [5]
+
+
+def test_an_imported_network_is_evaluated_and_logged_as_a_trained_one(shard_dir, tmp_path):
+    config = TrainConfig(steps=4, batch_size=8, eval_images=8)
+    train(MODEL, config, shard_dir, tmp_path / "trained", tmp_path / "trained.pt")
+    run, model_path, snapshots = tmp_path / "run", tmp_path / "model.pt", tmp_path / "snapshots"
+    table = train_module.import_pretrained(MODEL, config, tmp_path / "trained.pt", "semcore", shard_dir, run,
+                                           model_path, snapshots)
+    assert table == [{k: r[k] for k in ("sigma", "psnr_noisy", "psnr_denoised")}
+                     for r in _records(tmp_path / "trained") if r["kind"] == "eval" and r["step"] == 4]
+    assert [(r["kind"], r["step"]) for r in _records(run)] == [("import", 0)] + [("eval", 0)] * len(table)
+    options = json.loads((run / "options.json").read_text())
+    assert list(options) == ["model", "pretrained"] and options["pretrained"]["format"] == "semcore"
+    assert weights_digest(UNetFlex.from_pretrained(model_path)) == options["pretrained"]["sha256"]
+    assert sorted(p.name for p in snapshots.iterdir()) == [snapshot_name(0)]

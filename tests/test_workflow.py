@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import torch
 import webdataset as wds
+import yaml
 from PIL import Image
 
-from semcore import findings
+from semcore import cli, findings
 from semcore.model import UNetConfig, UNetFlex
+from semcore.plan.schema import load_schema
 from semcore.train import read_log
 
 from conftest import REPO, TINY_CONFIG, planned_jobs, snakemake, write_config
@@ -41,6 +43,15 @@ def test_outputs_open_with_standard_tools(finished_run):
     assert options["train"]["steps"] == 30
     snapshots = sorted(p.name for p in (results / "model" / "snapshots").glob("*.pt"))
     assert snapshots == ["step-000000.pt", "step-000010.pt", "step-000020.pt", "step-000030.pt"]
+
+
+def test_the_run_keeps_its_config_and_the_command_samples_with_it(finished_run):
+    results = finished_run / "results" / "tiny"
+    kept = yaml.safe_load((results / "config.yaml").read_text())
+    assert kept["train"]["steps"] == TINY_CONFIG["train"]["steps"]
+    assert set(kept) == set(load_schema()["properties"])  # every section, its defaults filled in
+    settings, source = cli.sampler_settings(results / "model" / "model.pt")
+    assert settings == kept["sample"] and source.startswith(f"the run's config {results / 'config.yaml'}")
 
 
 def test_phi_per_job_and_the_statistics_read_back(finished_run):
@@ -197,11 +208,17 @@ def rule_scripts(workflow: Path) -> dict[str, Path]:
 
 
 def semcore_modules_imported(script: Path, workflow: Path) -> set[str]:
-    """The semcore modules a script imports, transitively, found by the standard library's ModuleFinder
-    (independently of the workflow's own `script_code`)."""
+    """The semcore modules and packages a script imports, transitively, found by the standard library's
+    ModuleFinder (independently of the workflow's own `script_code`)."""
     finder = ModuleFinder(path=[str(workflow)])  # the copy alone: torch, numpy… are not followed
     finder.run_script(str(script))
-    return {name for name in finder.modules if name.startswith("semcore.")}
+    return {name for name in finder.modules if name.split(".")[0] == "semcore"}
+
+
+def module_of(path: Path, workflow: Path) -> str:
+    """semcore/plan/names.py → semcore.plan.names; semcore/plan/__init__.py → semcore.plan."""
+    parts = path.relative_to(workflow).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def dry_run_jobs(workdir: Path, *args: str) -> list[tuple[str, list[str], str]]:
@@ -212,23 +229,22 @@ def dry_run_jobs(workdir: Path, *args: str) -> list[tuple[str, list[str], str]]:
             for rule, body in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(.*?)(?=\n\n)", out, re.M | re.S)]
 
 
-def test_editing_any_semcore_module_replans_exactly_the_rules_whose_scripts_import_it(finished_run):
+def test_editing_a_semcore_module_replans_exactly_the_rules_whose_scripts_import_it(finished_run):
     workflow = finished_run / "workflow"  # the run's own copy of the workflow: the checkout is never edited
     imports = {rule: semcore_modules_imported(script, workflow) for rule, script in rule_scripts(workflow).items()}
     assert imports["phi_snapshot"] == imports["phi"] and "semcore.phi" in imports["phi"]
-    modules = sorted((workflow / "semcore").glob("*.py"))
-    # Each job declares as code exactly the modules its script imports, transitively. (Jobs after the
-    # `shard` checkpoint are known only while it does not rerun: it is forced on its own.)
+    # Each job declares as code exactly the modules its script imports, transitively, every one of them.
+    # (Jobs after the `shard` checkpoint are known only while it does not rerun: it is forced on its own.)
     listed = [*dry_run_jobs(finished_run, "--forcerun", *sorted(set(imports) - {"shard"})),
               *dry_run_jobs(finished_run, "--forcerun", "shard")]
     for rule, inputs, _ in listed:
-        declared = {f"semcore.{Path(i).stem}" for i in inputs if Path(i).parent == workflow / "semcore"}
+        declared = {module_of(Path(i), workflow) for i in inputs if Path(i).is_relative_to(workflow / "semcore")}
         assert declared == imports.get(rule, set()), rule
     assert set(imports) <= {rule for rule, _, _ in listed}
-    # Editing a module replans the rules that import it; a rule that does not is replanned only below one
-    # that reruns (whose rerun hides, in the dry run, what else changed for the jobs below it; a rerun of
-    # `shard` hides the jobs after it).
-    for module in modules:  # one at a time
+    # Snakemake replans a job whose declared code changed: editing a module of each layer replans the rules
+    # that import it; a rule that does not is replanned only below one that reruns (whose rerun hides, in
+    # the dry run, what else changed for the jobs below it; a rerun of `shard` hides the jobs after it).
+    for module in (workflow / "semcore" / "stats.py", workflow / "semcore" / "plan" / "names.py"):
         source, before = module.read_bytes(), module.stat()
         try:
             module.write_bytes(source + b"\n# an edit\n")  # a new mtime alone is not enough: Snakemake compares checksums
@@ -236,10 +252,10 @@ def test_editing_any_semcore_module_replans_exactly_the_rules_whose_scripts_impo
         finally:
             module.write_bytes(source)
             os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
-        expected = {rule for rule, imported in imports.items() if f"semcore.{module.stem}" in imported}
+        expected = {rule for rule, imported in imports.items() if module_of(module, workflow) in imported}
         direct = {rule for rule, _, reason in jobs if str(module) in reason}
         planned = {rule for rule, _, _ in jobs}
-        assert direct <= expected and (expected <= planned or "shard" in planned), module.name
+        assert expected and direct <= expected and (expected <= planned or "shard" in planned), module.name
         for rule, _, reason in jobs:
             assert rule in direct or reason.startswith("Input files updated by another job"), (module.name, rule, reason)
     assert planned_jobs(finished_run) == {}
@@ -349,7 +365,7 @@ def test_the_whole_workflow_runs_on_an_imported_authors_model(tmp_path, tiny_con
     torch.manual_seed(3)
     architecture = dict(channels=[8, 16, 32], enc_convs=[2, 2], mid_convs=2, dec_convs=[2, 2], upsample_bias=True)
     published = UNetFlex(UNetConfig(**architecture)).eval()
-    published.save_authors(tmp_path / "denoiser")  # model.pt + exp_arguments.pkl, the authors' names
+    authors.save(published, tmp_path / "denoiser")  # model.pt + exp_arguments.pkl, the authors' names
     tiny_config["model"]["pretrained"] = {"path": str(tmp_path / "denoiser"), "format": "authors"}
     write_config(tmp_path, tiny_config)
     refused = snakemake(tmp_path, "--dry-run", check=False)  # the config says no upsample bias: refused at once

@@ -4,7 +4,7 @@ import sys
 import pandas as pd
 
 from semcore import figures
-from semcore.progress import job_log
+from semcore.joblog import job_log
 from semcore.shards import images_by_key
 
 job_log(snakemake)

@@ -9,16 +9,17 @@ import torch
 
 from semcore import emergence, shards
 from semcore.features import read_features
+from semcore.joblog import job_log
 from semcore.model import UNetFlex
-from semcore.progress import job_log
 from semcore.runtime import as_model_input, resolve_device
-from semcore.shards import factor_table, write_parquet
+from semcore.shards import factor_table
+from semcore.tables import EMERGENCE, write_table
 from semcore.train import psnr_table
 
 job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-device = job.device(resolve_device(p.device))
+device = resolve_device(p.device)
 started = time.perf_counter()
 
 factors = factor_table(pd.read_parquet(snakemake.input.manifest))
@@ -32,6 +33,6 @@ model = UNetFlex.from_pretrained(Path(snakemake.input.snapshots, p.snapshot), ma
 images = as_model_input(shards.first_images(snakemake.input.shards, "test", p.eval_images), device)
 frames.append(emergence.psnr_rows(psnr_table(model, images, p.eval_sigmas, p.seed)))
 table = pd.concat(frames, ignore_index=True).assign(step=p.step)[emergence.COLUMNS]
-write_parquet(table, snakemake.output[0])
+write_table(table, snakemake.output[0], EMERGENCE)
 print(f"step {p.step}: {len(meta)} images, {len(snakemake.input.features)} φ files, {device}, "
       f"{time.perf_counter() - started:.1f} s\n{table.to_string(float_format='%.3f')}", file=sys.stderr)

@@ -6,8 +6,8 @@ import pandas as pd
 
 from semcore import figures, findings
 from semcore.files import atomic
-from semcore.progress import job_log
-from semcore.shards import write_parquet
+from semcore.joblog import job_log
+from semcore.tables import FINDINGS, write_table
 
 job_log(snakemake)
 i, p = snakemake.input, snakemake.params
@@ -24,7 +24,7 @@ rows = [findings.sparsity(pd.read_parquet(i.block_pr), settings),
 if i.agreement:
     rows += findings.gist(pd.read_parquet(i.agreement), pd.read_parquet(i.gist_accuracy), settings)
 table = findings.table(rows)
-write_parquet(table, snakemake.output.table)
+write_table(table, snakemake.output.table, FINDINGS)
 title = f"Findings on {p.name}"
 text = findings.markdown(table, title)
 with atomic(snakemake.output.markdown) as tmp:

@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 
 from semcore import gist
-from semcore.progress import job_log
-from semcore.shards import write_parquet
+from semcore.joblog import job_log
+from semcore.tables import GIST_ACCURACY, write_table
 
 job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
@@ -32,7 +32,7 @@ net.save(snakemake.output.classifier)
 keys, images = gist.split_images(snakemake.input.shards, manifest, "test", p.max_test_images, config.seed)
 table = gist.accuracy(gist.predict(net, images).set_axis(keys), truth.loc[keys], resamples=p.resamples,
                       confidence=p.confidence, seed=p.bootstrap_seed)
-write_parquet(table, snakemake.output.accuracy)
+write_table(table, snakemake.output.accuracy, GIST_ACCURACY)
 print(table.to_string(float_format="%.3f"), file=sys.stderr)
 for row in table[~table.above_chance].itertuples():
     logging.warning("gist head %s: test accuracy %.3f [%.3f, %.3f] is not clearly above chance %.3f: its verdicts "

@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import torch
 
 from semcore import figures, gist
-from semcore.progress import job_log
-from semcore.shards import decode_png, images_by_key, write_parquet
+from semcore.joblog import job_log
+from semcore.shards import decode_png, images_by_key
+from semcore.tables import GIST_AGREEMENT, GIST_QUALITY, write_table
 
 job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
@@ -42,7 +43,7 @@ table = gist.agreement(samples, gist.predict(net, sample_images), truth, labels,
                        gist.predict(net, test_images).set_axis(test_keys),
                        gist.predict(net, conditioner_images).set_axis(conditioner_keys),
                        max_real=p.max_real_same_class, seed=p.seed)
-write_parquet(table, snakemake.output.agreement)
+write_table(table, snakemake.output.agreement, GIST_AGREEMENT)
 gist.agreement_figure(table, snakemake.output.figure)
 print(table[table.target.isna()].pivot(index="head", columns="measure", values="value").to_string(float_format="%.3f"),
       file=sys.stderr)
@@ -53,6 +54,6 @@ kept = {method: (samples.method == method).to_numpy() & ~samples.failed.to_numpy
 quality = gist.kid({method: sample_features[rows] for method, rows in kept.items() if rows.sum() >= 2},
                    gist.features(net, test_images), p.kid_subsets, p.seed)
 quality["n_failed"] = quality.set.map(samples[samples.failed].method.value_counts()).fillna(0).astype(int)
-write_parquet(quality, snakemake.output.quality)
+write_table(quality, snakemake.output.quality, GIST_QUALITY)
 figures.html_tables(figures.gist_summary(table, quality), snakemake.output.summary)
 print(quality.to_string(float_format="%.4g"), file=sys.stderr)

@@ -7,10 +7,10 @@ import torch
 
 from semcore import cluster, figures
 from semcore.features import read_features
-from semcore.progress import job_log
+from semcore.joblog import job_log
 from semcore.runtime import resolve_device
-from semcore.shards import images_by_key, write_parquet
-from semcore.tables import ParquetSink, vectors
+from semcore.shards import images_by_key
+from semcore.tables import ASSIGNMENTS, centroids_schema, vectors, write_table
 
 job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
@@ -22,16 +22,15 @@ if k > len(x):
 if p.normalize:
     x = cluster.normalized(x)
 result = cluster.kmeans(x, k, n_init=p.n_init, max_iter=p.max_iter, tol=p.tol, seed=p.seed,
-                        device=job.device(resolve_device(p.device)))
+                        device=resolve_device(p.device))
 print(f"{len(x)} × {x.shape[1]}, k={k}: inertia {result.inertia:.6g} after {result.n_iter} iterations", file=sys.stderr)
 
 assignments = meta.assign(cluster=result.labels, distance=result.distances)
-write_parquet(assignments, snakemake.output.assignments)
+write_table(assignments, snakemake.output.assignments, ASSIGNMENTS)
 sizes = assignments.cluster.value_counts().reindex(range(k), fill_value=0)
 centroids = pa.table({"cluster": pa.array(range(k), pa.int32()), "size": sizes.to_numpy(),
                       "centroid": vectors(result.centroids)})
-with ParquetSink(snakemake.output.centroids, centroids.schema) as sink:
-    sink.write(centroids)
+write_table(centroids, snakemake.output.centroids, centroids_schema(x.shape[1]))
 
 # The paper's cluster figures: the largest clusters, each by the members closest to its centroid.
 shown = sizes.sort_values(ascending=False, kind="stable").index[:p.montage_clusters]

@@ -6,15 +6,15 @@ from pathlib import Path
 import torch
 
 from semcore import phi, shards
+from semcore.joblog import job_log
 from semcore.model import UNetFlex
-from semcore.progress import job_log
 from semcore.runtime import Precision, resolve_device
 
 job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
-device = job.device(resolve_device(p.device))
+device = resolve_device(p.device)
 precision = Precision(**p.precision)
 precision.apply(device)
 model_path = Path(snakemake.input.model, p.snapshot or "")  # a snapshot: the file of its step in the folder

@@ -6,8 +6,9 @@ import pandas as pd
 
 from semcore import scores
 from semcore.features import read_features
-from semcore.progress import job_log
-from semcore.shards import factor_table, write_parquet
+from semcore.joblog import job_log
+from semcore.shards import factor_table
+from semcore.tables import PROBE_ACCURACY, PROBE_PREDICTIONS, write_table
 
 job_log(snakemake)
 p = snakemake.params
@@ -17,6 +18,5 @@ factors = factor_table(pd.read_parquet(snakemake.input.manifest)).reindex(meta.k
 predictions = scores.probe_predictions(meta, x, factors, max_iter=p.max_iter, seed=p.seed)
 table = scores.probe_table(predictions)
 print(table.to_string(float_format="%.3f"), file=sys.stderr)
-write_parquet(predictions, snakemake.output.predictions)
-write_parquet(table.assign(features=snakemake.wildcards.features)[["features", "target", "metric", "value"]],
-              snakemake.output.accuracy)
+write_table(predictions, snakemake.output.predictions, PROBE_PREDICTIONS)
+write_table(table.assign(features=snakemake.wildcards.features), snakemake.output.accuracy, PROBE_ACCURACY)

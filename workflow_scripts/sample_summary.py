@@ -7,13 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semcore import figures, shards
-from semcore.progress import job_log
-from semcore.tables import ParquetSink
+from semcore.joblog import job_log
+from semcore.tables import samples_schema, write_table
 
 job_log(snakemake)
 arrow = pa.concat_tables([pq.read_table(path) for path in [*snakemake.input.guided, *snakemake.input.unconditional]])
-with ParquetSink(snakemake.output.table, arrow.schema) as sink:
-    sink.write(arrow)
+write_table(arrow, snakemake.output.table, samples_schema(arrow.schema.field("phi").type.list_size))
 table = arrow.drop_columns(["phi"]).to_pandas()
 figures.sample_phi_error(table, snakemake.output.figure)
 

@@ -7,14 +7,15 @@ import pandas as pd
 
 from semcore import figures, shards, stats
 from semcore.files import atomic
+from semcore.joblog import job_log
 from semcore.phi import read_phi
-from semcore.progress import job_log
+from semcore.tables import CHANNELS, write_table
 
 job_log(snakemake)
 p = snakemake.params
 meta, phi = read_phi(snakemake.input.phi, p.sigma)
 table, summary = stats.channel_table(phi, p.active_fraction, p.rule, p.alpha, p.resamples, p.confidence, p.seed)
-shards.write_parquet(table, snakemake.output.table)
+write_table(table, snakemake.output.table, CHANNELS)
 summary = dict(sigma=p.sigma, **summary)
 with atomic(snakemake.output.summary) as tmp:
     tmp.write_text(json.dumps(summary, indent=2))

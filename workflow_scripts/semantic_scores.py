@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 
 from semcore import figures, scores
-from semcore.features import parse
-from semcore.progress import job_log
-from semcore.shards import factor_table, write_parquet
+from semcore.joblog import job_log
+from semcore.plan.names import parse_feature_set as parse
+from semcore.shards import factor_table
+from semcore.tables import SEMANTIC_SCORES, write_table
 
 job_log(snakemake)
 factors = factor_table(pd.read_parquet(snakemake.input.manifest))
@@ -26,7 +27,7 @@ parsed = table.features.map(parse)
 table.insert(1, "representation", parsed.str[0])
 table.insert(2, "sigma", parsed.str[1].astype(float))
 table = table[["features", "representation", "sigma", "method", "k", "target", "metric", "value"]].astype({"k": "Int64"})
-write_parquet(table, snakemake.output.table)
+write_table(table, snakemake.output.table, SEMANTIC_SCORES)
 figures.semantic_scores(table, snakemake.output.figure)
 figures.html_tables(figures.semantic_scores_summary(table), snakemake.output.summary)
 print(table.set_index(["method", "k", "target", "metric", "features"]).value.unstack().to_string(float_format="%.3f"),

@@ -5,8 +5,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from semcore import figures, stats
-from semcore.progress import job_log
-from semcore.shards import write_parquet
+from semcore.joblog import job_log
+from semcore.tables import STABILITY, write_table
 
 job_log(snakemake)
 path = snakemake.input.block_means
@@ -14,6 +14,6 @@ path = snakemake.input.block_means
 blocks = pq.read_table(path, columns=["block"]).column("block").unique().to_pylist()
 table = pd.concat([stats.stability_table(pq.read_table(path, filters=[("block", "=", block)]), snakemake.params.sigma1)
                    for block in blocks], ignore_index=True)
-write_parquet(table, snakemake.output.table)
+write_table(table, snakemake.output.table, STABILITY)
 figures.stability_curves(table, snakemake.params.sigma1, snakemake.output.figure)
 print(table.groupby(["block", "sigma"], sort=False).cosine.mean().unstack().to_string(), file=sys.stderr)

@@ -5,9 +5,9 @@ import sys
 import pandas as pd
 
 from semcore import figures, subspaces
+from semcore.joblog import job_log
 from semcore.phi import read_phi
-from semcore.progress import job_log
-from semcore.shards import write_parquet
+from semcore.tables import SUBSPACE_GROUPS, SUBSPACE_HELDOUT, SUBSPACE_PAIRS, write_table
 
 job_log(snakemake)
 p = snakemake.params
@@ -15,9 +15,9 @@ meta, phi = read_phi(snakemake.input.phi, p.sigma)
 selective = pd.read_parquet(snakemake.input.channels).selective.to_numpy()
 groups, pairs, heldout = subspaces.union_of_subspaces(phi, selective, p.active_fraction, p.min_group_size, p.energy,
                                                       p.seed, keys=meta.key.to_numpy())
-write_parquet(groups, snakemake.output.groups)
-write_parquet(pairs, snakemake.output.pairs)
-write_parquet(heldout, snakemake.output.heldout)
+write_table(groups, snakemake.output.groups, SUBSPACE_GROUPS)
+write_table(pairs, snakemake.output.pairs, SUBSPACE_PAIRS)
+write_table(heldout, snakemake.output.heldout, SUBSPACE_HELDOUT)
 figures.subspace_comparison(groups, pairs, heldout, snakemake.output.figure)
 if len(groups):
     print(groups.groupby("kind")[["size", "dimension", "pr_dimension", "fit_size", "fit_dimension"]].mean().to_string(),

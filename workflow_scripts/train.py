@@ -5,9 +5,9 @@ import logging
 import torch
 
 from semcore import figures
-from semcore.config import training_images
+from semcore.joblog import job_log
 from semcore.model import UNetConfig
-from semcore.progress import job_log
+from semcore.plan.sizes import training_images
 from semcore.runtime import Precision, resolve_device
 from semcore.train import TrainConfig, import_pretrained, launch, read_log, train
 
@@ -16,7 +16,7 @@ torch.set_num_threads(snakemake.threads)
 
 p = snakemake.params
 model_config, config = UNetConfig(in_channels=p.in_channels, **p.model), TrainConfig(**p.train, device=p.device)
-job.device(resolve_device(config.device))
+resolve_device(config.device)
 if p.pretrained:
     import_pretrained(model_config, config, p.pretrained["path"], p.pretrained["format"], snakemake.input.shards,
                       p.run_dir, snakemake.output.model, snakemake.output.snapshots)

@@ -1,6 +1,6 @@
-"""Memory (mem_mb) of the analysis rules, from the config and the number of images: plain functions, no
-torch, no Snakemake, so the rules declare their memory with them and tests/test_memory.py checks them,
-for configs/imagenet64-cluster.yaml, against peaks measured at two small sizes and extrapolated.
+"""Memory (mem_mb) and runtime of the rules, from the config and the number of images: plain functions, no
+torch, no Snakemake, so the rules declare their resources with them and tests/test_memory.py checks the
+memory, for configs/imagenet64-cluster.yaml, against peaks measured at two small sizes and extrapolated.
 
 A job asks for base + copies × `held_bytes`: the bytes it holds at its peak as this code reads and
 computes (its arrays, their temporary copies, Parquet's decoding buffers), counted from the config.
@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import math
 
+from semcore.plan.sizes import (
+    DISTANCE_CHUNK,
+    NEIGHBOUR_BATCH,
+    PCA_FIT_ROWS,
+    POINTS_PER_CENTROID,
+    PROBE_MAX_DIMS,
+    ROWS_PER_GROUP,
+)
+
 MB = 2**20
 # Bytes of one row in pandas: a (key, split, label) row of an image; a manifest row (key, origin, label,
 # shard, status…); an output row keyed by image (key, block, σ, value); a decoded image's metadata dict.
 META_ROW, MANIFEST_ROW, OUTPUT_ROW, IMAGE_META = 100, 500, 150, 1000
-# Parquet row groups of φ and block-means files (semcore.phi.ROWS_PER_GROUP), and how many row groups'
-# bytes decoding holds at once (measured reading φ: 8 MB of it in one row group peaks at +65 MB).
-ROWS_PER_GROUP, DECODING_GROUPS = 8192, 6
-# Sizes from semcore.scores (the probe's dimensions and PCA sample), semcore.cluster (k-means' restarts
-# sample and distance chunk) and workflow_scripts/neighbours.py (images per batch); not imported, as
-# they import scikit-learn or torch.
-PROBE_MAX_DIMS, PCA_FIT_ROWS = 512, 20_000
-POINTS_PER_CENTROID, DISTANCE_CHUNK = 256, 1 << 25
-NEIGHBOUR_BATCH = 1024
+# How many Parquet row groups' bytes decoding holds at once (measured reading φ: 8 MB of it in one row group
+# peaks at +65 MB).
+DECODING_GROUPS = 6
 
 # Above the measured intercepts (~0.2–0.6 GB: Python, numpy, pandas, torch) and slopes (measured MB per
 # MB held: 0.7–1.6, tests/test_memory.py), with a margin; the GPU rules' base also covers the CUDA
@@ -124,3 +127,21 @@ def mem_mb(rule: str, config: dict, n_images: int, features: str = "phi", n_clas
     """The memory a job of `rule` asks for, in MB."""
     held = held_bytes(rule, config, n_images, features, n_classes, k)
     return math.ceil(BASE_MB.get(rule, DEFAULT_BASE_MB) + COPIES[rule] * held / MB)
+
+
+# Seconds of GPU per forward pass of one 64×64 image through the paper's encoder and middle block, with a
+# ~3× margin (a 1,280-image shard at 20 σ × 20 draws, ~490k passes, is ~6–15 s of work): sizes φ's runtime.
+PHI_SECONDS_PER_FORWARD = 1e-4
+
+
+def phi_minutes(config: dict, images: int, sigmas: list[float]) -> int:
+    """Minutes for a φ job of `images` images at these σ: its forward passes (images × draws, one draw at
+    σ = 0) on a GPU, scaled by image area; at least 10 (start-up, reading the shards)."""
+    forwards = images * sum(1 if sigma == 0 else config["phi"]["n_noise"] for sigma in sigmas)
+    area = (config["data"]["size"] / 64) ** 2
+    return max(10, math.ceil(forwards * area * PHI_SECONDS_PER_FORWARD / 60))
+
+
+def gist_mem_mb(config: dict, images: int) -> int:
+    """Torch and the network, and `images` uint8 images held with their decoding (a margin of 3×)."""
+    return 1500 + math.ceil(3 * images * config["data"]["size"] ** 2 * config["data"]["channels"] / 1e6)
