@@ -42,7 +42,7 @@ def test_same_seed_same_clusters_and_k_is_always_filled():
 def test_chunked_distances_equal_one_shot(monkeypatch):
     x = np.random.default_rng(1).normal(size=(300, 8)).astype(np.float32)
     whole = cluster.kmeans(x, 6, seed=0)
-    monkeypatch.setattr(cluster, "CHUNK_ELEMENTS", 60)  # 10 rows per chunk
+    monkeypatch.setattr(cluster, "DISTANCE_CHUNK", 60)  # 10 rows per chunk
     chunked = cluster.kmeans(x, 6, seed=0)
     assert np.array_equal(whole.labels, chunked.labels)
 

@@ -17,7 +17,7 @@ import webdataset as wds
 import yaml
 from PIL import Image
 
-from semcore import cli, findings
+from semcore import authors, cli, findings
 from semcore.model import UNetConfig, UNetFlex
 from semcore.plan.schema import load_schema
 from semcore.train import read_log
@@ -152,7 +152,8 @@ def test_emergence_over_training_reads_back_and_a_new_step_runs_only_its_jobs(fi
     try:
         tiny_config["emergence"]["steps"] = [0, 10, 20, 30]
         write_config(finished_run, tiny_config)
-        assert planned_jobs(finished_run) == {"all": 1, "phi_snapshot": 2, "emergence_step": 1, "emergence": 1}
+        assert planned_jobs(finished_run) == {"all": 1, "phi_snapshot": 2, "emergence_step": 1, "emergence": 1,
+                                              "run_config": 1}  # the run's config.yaml, rewritten at any change
         tiny_config["emergence"]["steps"] = [0, 15]
         write_config(finished_run, tiny_config)
         refused = snakemake(finished_run, "--dry-run", check=False)
@@ -179,7 +180,7 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         tiny_config["cluster"]["ks"] = [3]
         write_config(finished_run, tiny_config)
         assert planned_jobs(finished_run) == {"all": 1, "kmeans": 3, "semantic_scores": 1, "emergence_step": 3,
-                                              "emergence": 1, "findings": 1}
+                                              "emergence": 1, "findings": 1, "run_config": 1}
         tiny_config["train"]["lr"] = 5e-4
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
