@@ -34,6 +34,7 @@ from semcore import authors, phi, sources
 from semcore.cluster import nearest_in_chunks
 from semcore.figures import grid as tiled
 from semcore.files import atomic
+from semcore.images import png_bytes
 from semcore.model import UNetFlex, receptive_fields
 from semcore.phi import write_phi_table
 from semcore.plan.checks import check_sampling
@@ -41,7 +42,7 @@ from semcore.plan.sampler import resolved_ascent, sampler_final_sigma
 from semcore.plan.schema import ConfigError, error_lines, load_schema, section_defaults
 from semcore.runtime import Precision, resolve_device
 from semcore.sample import GREY, sample_images, score, start_image
-from semcore.shards import INDEX, CorruptShard, first_images, png_bytes, shard_paths
+from semcore.shards import INDEX, CorruptShard, first_images, shard_paths
 from semcore.tables import as_uint8
 from semcore.train import read_log
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -23,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 import webdataset as wds
-from PIL import Image
 
 from semcore.files import atomic
+from semcore.images import decode_png, png_bytes
 from semcore.progress import progress
 from semcore.sources import Item, UnusableImage, conform
 
@@ -77,20 +76,6 @@ class _ShardSequence:
             self.shard.close()
             self.written[self.name] = {"samples": self.count, "bytes": (self.out_dir / self.name).stat().st_size}
             self.writer = None
-
-
-def png_bytes(pixels) -> bytes:
-    """H×W×C uint8 → PNG bytes (grey for one channel)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes → H×W×C uint8 (a grey image keeps a channel axis). Only the PNG decoder is tried: bytes
-    of another format are refused, never decoded."""
-    image = np.asarray(Image.open(io.BytesIO(data), formats=["PNG"]))
-    return image[..., None] if image.ndim == 2 else image
 
 
 def write_shards(items: Iterable[Item], out_dir: str | Path, *, source: str, size: int, channels: int,

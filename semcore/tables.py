@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semcore.files import atomic
-from semcore.shards import png_bytes
+from semcore.images import png_bytes
 
 STRING, INT, FLOAT, DOUBLE, BOOL = pa.string(), pa.int64(), pa.float32(), pa.float64(), pa.bool_()
 

@@ -12,6 +12,7 @@ import yaml
 from snakemake.utils import validate
 
 from semcore import cluster, sample, shards
+from semcore.images import decode_png
 from semcore.model import UNetConfig, UNetFlex
 from semcore.phi import phi_schema
 from semcore.plan.checks import check
@@ -396,7 +397,7 @@ def test_the_workflow_samples_scores_and_draws_grids(finished_run):
     unconditional = table[table.method == "unconditional"]  # the tiny config's ascent: σ 0.5 → 0.1, at most 20 steps
     assert unconditional.reached_sigma_final.eq(unconditional.final_sigma < 0.1).all()
     assert table.nn_key.str.startswith("synthetic_").all() and table.nn_sigma.eq(0.1).all()
-    assert shards.decode_png(table.png.iloc[0]).shape == (16, 16, 3)
+    assert decode_png(table.png.iloc[0]).shape == (16, 16, 3)
     assert table.phi.map(len).eq(32).all()
     grids = sorted(p.name for p in (results / "figures" / "samples").glob("*.png"))
     assert grids == ["target-000.png", "target-001.png", "target-002.png"]

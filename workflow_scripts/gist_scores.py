@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import torch
 
 from semcore import figures, gist
+from semcore.images import decode_png
 from semcore.joblog import job_log
-from semcore.shards import decode_png, images_by_key
+from semcore.shards import images_by_key
 from semcore.tables import GIST_AGREEMENT, GIST_QUALITY, write_table
 
 job_log(snakemake)

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semcore import figures, shards
+from semcore.images import decode_png
 from semcore.joblog import job_log
 from semcore.tables import samples_schema, write_table
 
@@ -23,7 +24,7 @@ images = shards.images_by_key(snakemake.input.shards, pd.read_parquet(snakemake.
                               [*guided.key.unique(), *guided.nn_key])
 out = Path(snakemake.output.grids)
 out.mkdir(parents=True, exist_ok=True)
-decode = shards.decode_png
+decode = decode_png
 names = pd.read_parquet(snakemake.input.manifest).set_index("key").label_name
 for (index, key), rows in guided.groupby(["target", "key"]):
     baseline = unconditional[unconditional.target == index]
