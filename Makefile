@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_kmeans.py
 	$(BIN)/python benchmarks/bench_sample.py
 	$(BIN)/python benchmarks/bench_dag.py
+	$(BIN)/python benchmarks/bench_study.py
 
 clean:
 	rm -rf results .snakemake

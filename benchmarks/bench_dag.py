@@ -22,16 +22,22 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def imagenet_workdir(root: Path, images: int) -> tuple[Path, int]:
+def imagenet_workdir(root: Path, images: int, names: tuple[str, ...] = ("imagenet64",)) -> tuple[Path, int]:
+    """root/config.yaml (the ImageNet config over stand-in npz files) and, for each run name, the stand-in
+    outputs of its `shard` and `train` under results/<name>/; returns (root, shards per run)."""
     config = yaml.safe_load((REPO / "configs" / "imagenet64-cluster.yaml").read_text())
     batches = [root / "npz" / f"train_data_batch_{i}.npz" for i in range(1, 11)]
-    batches[0].parent.mkdir()
+    batches[0].parent.mkdir(parents=True, exist_ok=True)
     for path in batches:
         path.touch()
     config["data"]["imagenet64"]["paths"] = [str(p) for p in batches]
     (root / "config.yaml").write_text(yaml.safe_dump(config))
+    for name in names:
+        shards = stand_in_run(root / "results" / name, config, images)
+    return root, shards
 
-    results = root / "results" / config["name"]
+
+def stand_in_run(results: Path, config: dict, images: int) -> int:
     (results / "shards").mkdir(parents=True)
     (results / "model").mkdir()
     per_shard, test_fraction = config["data"]["samples_per_shard"], config["data"]["test_fraction"]
@@ -47,7 +53,7 @@ def imagenet_workdir(root: Path, images: int) -> tuple[Path, int]:
                   "label": np.arange(images, dtype=np.int32) % 1000}).to_parquet(results / "manifest.parquet")
     (results / "model" / "model.pt").touch()
     (results / "model" / "snapshots").mkdir()
-    return root, sum(counts.values())
+    return sum(counts.values())
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ rule kmeans:
             f"{RESULTS}/figures/clusters/{{features}}-k{{k}}.png",
             caption="../report/clusters.rst",
             category=report_category("Semantics"),
-            subcategory="Clusters: {features}",
+            subcategory=report_subcategory("Clusters: {features}"),
         ),
     log:
         f"{RESULTS}/logs/kmeans/{{features}}-k{{k}}.log",
@@ -111,7 +111,7 @@ rule semantic_scores:
             f"{RESULTS}/tables/semantic_scores.html",
             caption="../report/semantic_scores_table.rst",
             category=report_category("Semantics"),
-            subcategory="Scores",
+            subcategory=report_subcategory("Scores"),
         ),
     log:
         f"{RESULTS}/logs/semantic_scores.log",

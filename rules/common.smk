@@ -6,15 +6,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 # The torch-free layer: planning imports nothing that a job computes with.
-from semcore.plan import code, names, resources, sampler, settings, sizes
+from semcore.plan import code, inputs, names, resources, sampler, settings, sizes
 from semcore.plan.checks import validated
-from semcore.plan.inputs import input_files
 
 validated(config)  # every schema error a line, the defaults filled in, the keys checked together
 
+# This workflow's folder, also where a study loads it as a module (workflow.basedir is the study's then).
+WORKFLOW_DIR = str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent)
+
 # Workflow scripts import semcore from this checkout, also inside --software-deployment-method conda envs.
 # (Set here, not read: hence no `envvars:`.)
-os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [WORKFLOW_DIR, os.environ.get("PYTHONPATH")])))
 
 RESULTS = f"results/{config['name']}"
 SOURCE = config["data"]["source"]
@@ -35,29 +37,16 @@ wildcard_constraints:
     k=r"\d+",
 
 
-# Rules of seconds and little memory run in the Snakemake process itself, never as cluster jobs.
-localrules:
-    run_config,
-    data_overview,
-    sparsity,
-    stability,
-    emergence,
-    findings,
-
-
 def source_options():
     """Only the chosen source's options reach `shard`: editing another source's section reruns nothing."""
     return config["data"][SOURCE]
 
 
 def source_files(wildcards):
-    """Inputs on disk are declared, so adding, removing or touching one reruns `shard`: of a folder, the files
-    it can read (Snakemake stops on a declared input that is missing, such as a broken symlink)."""
-    if SOURCE == "folder":
-        return [str(p) for p in input_files(Path(config["data"]["folder"]["path"]))]
-    if SOURCE == "imagenet64":
-        return config["data"]["imagenet64"]["paths"]
-    return []
+    """Inputs on disk are declared, so adding, removing or touching one reruns `shard`: of a folder (or a
+    mixture's folder part), the files it can read (Snakemake stops on a declared input that is missing,
+    such as a broken symlink)."""
+    return inputs.declared_files(SOURCE, source_options())
 
 
 def pretrained_files(wildcards):
@@ -79,7 +68,7 @@ def factor_outputs(wildcards):
 def script_code(script):
     """workflow_scripts/<script>.py and the semcore files it imports: a rule's `code` input, so that editing
     them reruns the rule."""
-    return code.script_code(workflow.basedir, script)
+    return code.script_code(WORKFLOW_DIR, script)
 
 
 def written_manifest():
@@ -190,24 +179,17 @@ def stats_path(name):
     return f"{RESULTS}/stats/{name}.parquet"
 
 
-# The report's categories, in the order of the analysis.
-REPORT_CATEGORIES = [
-    "Data",
-    "Training",
-    "Sparsity",
-    "Stability",
-    "Selectivity",
-    "Subspaces",
-    "Semantics",
-    "Emergence",
-    "Sampling",
-    "Findings",
-]
-
-
 def report_category(name):
-    """The report lists its categories alphabetically: numbered ("03 Sparsity"), they keep this order."""
-    return f"{REPORT_CATEGORIES.index(name) + 1:02d} {name}"
+    """The category of an analysis: "03 Sparsity"."""
+    return names.report_category(name)
+
+
+def report_subcategory(subcategory=None):
+    """In a study's report (this workflow loaded once per run), a run's figures go under its name
+    ("demo-deep: Scores"), beside the study's "All runs"; alone, as given."""
+    if not workflow.modifier.is_module:
+        return subcategory
+    return f"{config['name']}: {subcategory}" if subcategory else config["name"]
 
 
 def figure(name, category, subcategory=None):
@@ -215,7 +197,7 @@ def figure(name, category, subcategory=None):
         f"{RESULTS}/figures/{name}.png",
         caption=f"../report/{name}.rst",
         category=report_category(category),
-        subcategory=subcategory,
+        subcategory=report_subcategory(subcategory),
     )
 
 
@@ -281,6 +263,18 @@ def sample_tables(kind):
 
 def train_phi_files(wildcards):
     return [path for path in phi_files(wildcards) if Path(path).name.startswith("train-")]
+
+
+# sample_clusters samples the k-means clusters of the trained network's φ at the first cluster.sigmas σ, at
+# sample.clusters.k (null: the largest of cluster.ks).
+CLUSTER_SAMPLES = SAMPLE["clusters"]
+SAMPLED_FEATURES = names.feature_set_names(CLUSTER["sigmas"][:1])[0]
+SAMPLED_K = CLUSTER_SAMPLES["k"] or max(CLUSTER["ks"])
+
+
+def cluster_sample_outputs(wildcards):
+    """Samples of the largest clusters' centroids and their figure; none with sample.clusters.count 0."""
+    return rules.sample_clusters.output if CLUSTER_SAMPLES["count"] else []
 
 
 # Used by rules/gist.smk.

@@ -9,6 +9,7 @@ rule run_config:
         f"{RESULTS}/config.yaml",
     log:
         f"{RESULTS}/logs/run_config.log",
+    localrule: True  # seconds and little memory: in the Snakemake process, never a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -60,6 +61,7 @@ rule data_overview:
         figure=figure("data", "Data"),
     log:
         f"{RESULTS}/logs/data_overview.log",
+    localrule: True  # seconds and little memory: in the Snakemake process, never a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1

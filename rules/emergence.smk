@@ -51,6 +51,7 @@ rule emergence:
         figure=figure("emergence", "Emergence"),
     log:
         f"{RESULTS}/logs/emergence.log",
+    localrule: True  # seconds and little memory: in the Snakemake process, never a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1

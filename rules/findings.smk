@@ -25,11 +25,17 @@ rule findings:
     output:
         table=f"{RESULTS}/findings.parquet",
         markdown=f"{RESULTS}/findings.md",
-        html=report(f"{RESULTS}/findings.html", caption="../report/findings.rst", category=report_category("Findings")),
+        html=report(
+            f"{RESULTS}/findings.html",
+            caption="../report/findings.rst",
+            category=report_category("Findings"),
+            subcategory=report_subcategory(),
+        ),
     log:
         f"{RESULTS}/logs/findings.log",
     benchmark:
         f"{RESULTS}/benchmarks/findings.tsv"
+    localrule: True  # seconds and little memory: in the Snakemake process, never a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1

@@ -56,11 +56,13 @@ rule gist_scores:
             f"{RESULTS}/figures/gist_agreement.png",
             caption="../report/gist_agreement.rst",
             category=report_category("Sampling"),
+            subcategory=report_subcategory(),
         ),
         summary=report(
             f"{RESULTS}/tables/gist.html",
             caption="../report/gist_table.rst",
             category=report_category("Sampling"),
+            subcategory=report_subcategory(),
         ),
     log:
         f"{RESULTS}/logs/gist_scores.log",

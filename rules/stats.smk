@@ -13,6 +13,7 @@ rule sparsity:
         f"{RESULTS}/logs/sparsity.log",
     benchmark:
         f"{RESULTS}/benchmarks/sparsity.tsv"
+    localrule: True  # seconds and little memory: in the Snakemake process, never a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -36,6 +37,7 @@ rule stability:
         f"{RESULTS}/logs/stability.log",
     benchmark:
         f"{RESULTS}/benchmarks/stability.tsv"
+    localrule: True  # seconds and little memory: in the Snakemake process, never a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -46,6 +48,41 @@ rule stability:
         sigma1=config["stats"]["stability_sigma"],
     script:
         "../workflow_scripts/stability.py"
+
+
+# Where the semantics live: k-means AMI and a cross-validated linear probe of every block's ā at every σ,
+# against the same images' pixels.
+rule block_semantics:
+    input:
+        block_means=rules.block_means.output[0],
+        shards=rules.shard.output.shards,
+        manifest=rules.shard.output.manifest,
+        code=script_code("block_semantics"),
+    output:
+        table=stats_path("block_semantics"),
+        figure=figure("block_semantics", "Semantics", "Where the semantics live"),
+    log:
+        f"{RESULTS}/logs/block_semantics.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/block_semantics.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=analysis_mem_mb("block_semantics"),
+        runtime=lambda wildcards: resources.block_semantics_minutes(config, label_count()),
+    params:
+        max_images=config["stats"]["block_means_images"],
+        k=config["stats"]["block_semantics_k"],
+        ks=CLUSTER["ks"],
+        normalize=CLUSTER["normalize"],
+        n_init=CLUSTER["n_init"],
+        max_iter=CLUSTER["max_iter"],
+        tol=CLUSTER["tol"],
+        seed=CLUSTER["seed"],
+        probe_max_iter=CLUSTER["probe_max_iter"],
+    script:
+        "../workflow_scripts/block_semantics.py"
 
 
 rule selectivity:

@@ -21,6 +21,7 @@ rule train:
             f"{RESULTS}/figures/training_curve.png",
             caption="../report/training_curve.rst",
             category=report_category("Training"),
+            subcategory=report_subcategory(),
         ),
     log:
         f"{RESULTS}/logs/train.log",

@@ -47,7 +47,7 @@ def save(fig, path: str, dpi: int = 300) -> None:
     plt.close(fig)
 
 
-def _note(text: str, path: str) -> None:
+def note(text: str, path: str) -> None:
     """A figure that says why there is nothing to plot."""
     fig, ax = plt.subplots(figsize=(COLUMN, 1.0))
     ax.axis("off")
@@ -55,7 +55,7 @@ def _note(text: str, path: str) -> None:
     save(fig, path)
 
 
-def _wrap(text: str, width: int, lines: int = 2) -> str:
+def wrap(text: str, width: int, lines: int = 2) -> str:
     """Text in lines of `width` characters, at most `lines` per paragraph, breaking after a "/" too
     ("stripes/square")."""
     return "\n".join(textwrap.fill(part.replace("/", "/ "), width, max_lines=lines, placeholder="…")
@@ -141,6 +141,53 @@ def stability_curves(table: pd.DataFrame, sigma1: float, path: str) -> None:
     save(fig, path)
 
 
+def block_semantics(table: pd.DataFrame, path: str, target: str = "label") -> None:
+    """Where the semantics live (semcore.block_semantics): for one target, k-means AMI (top) and the
+    cross-validated probe accuracy (bottom) of every block (rows, network order) at every σ (columns),
+    values in the cells, the middle block M framed, the pixels' score in each panel's title."""
+    rows = table[table.target == target]
+    panels = [(name, rows[rows.score == score]) for score, name in BLOCK_SCORES]
+    panels = [panel for panel in panels if (panel[1].block != "pixels").any()]
+    if not panels:
+        note(f"No block scores for the target {target!r}.", path)
+        return
+    blocks = rows.dropna(subset="block_index").sort_values("block_index").block.unique()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(COLUMN, 0.6 + len(panels) * (0.55 + 0.3 * len(blocks))),
+                             squeeze=False)
+    for ax, (name, scores) in zip(axes[:, 0], panels):
+        fig.colorbar(block_map(ax, scores, blocks, f"{name} ({target}"), ax=ax, shrink=0.9)
+    fig.supylabel("block (network order)")
+    fig.suptitle("Where the semantics live: every block's ā at every σ")
+    save(fig, path)
+
+
+BLOCK_SCORES = (("ami", "k-means AMI"), ("probe_accuracy", "cross-validated probe accuracy"))
+
+
+def block_map(ax, scores: pd.DataFrame, blocks, title: str, limits: tuple[float, float] | None = None):
+    """One score's block × σ heatmap on `ax` (scores: rows of one score and target of a block-semantics
+    table), values in the cells, M framed; the title gets k and the pixels' score. Returns the image."""
+    matrix = scores[scores.block != "pixels"].pivot(index="block", columns="sigma", values="value").loc[blocks]
+    pixels = scores[scores.block == "pixels"].value
+    low, high = limits or (np.nanmin(matrix.to_numpy()), np.nanmax(matrix.to_numpy()))
+    image = ax.imshow(matrix.to_numpy(), cmap="viridis", aspect="auto", vmin=low, vmax=high)
+    for (i, j), value in np.ndenumerate(matrix.to_numpy()):
+        light = np.isfinite(value) and value > (low + high) / 2
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="k" if light else "w")
+    k = scores.k.dropna()
+    ax.set(xticks=range(matrix.shape[1]), xticklabels=[f"{sigma:g}" for sigma in matrix.columns],
+           yticks=range(len(blocks)), yticklabels=blocks, xlabel=f"σ {SIGMA}",
+           title=f"{title}{f', k = {k.iloc[0]}' if len(k) else ''})"
+                 + (f"; pixels: {pixels.iloc[0]:.2f}" if len(pixels) else ""))
+    if "M" in blocks:
+        middle = list(blocks).index("M")
+        ax.add_patch(matplotlib.patches.Rectangle((-0.5, middle - 0.5), matrix.shape[1], 1, fill=False,
+                                                  edgecolor=MIDDLE, lw=2))
+        ax.get_yticklabels()[middle].set(color=MIDDLE, fontweight="bold")
+    ax.spines[:].set_visible(False)
+    return image
+
+
 def channel_pr_histogram(table: pd.DataFrame, summary: dict, path: str) -> None:
     """The distribution of the live channels' PR across images (paper fig. 3): the bimodality test's
     numbers (semcore.stats.bimodality) in the title, the densities of the two fitted Gaussian components
@@ -148,7 +195,7 @@ def channel_pr_histogram(table: pd.DataFrame, summary: dict, path: str) -> None:
     is selective (`summary`: channel_table's)."""
     pr, selective = table.pr[~table.dead], table.selective[~table.dead]
     if pr.empty:
-        return _note(f"all {len(table)} middle-block channels are dead (zero on every image):\nno channel PR to test",
+        return note(f"all {len(table)} middle-block channels are dead (zero on every image):\nno channel PR to test",
                      path)
     fig, ax = plt.subplots(figsize=(COLUMN, 2.5))
     bins, span = 40, (0, 1)
@@ -193,11 +240,11 @@ def _image_rows(fig, top: float, rows: list[tuple[str, list]], labels: list[list
     if columns:
         for j, name in enumerate(columns[:max(len(images) for _, images in rows)]):  # not over empty columns
             fig.text((TITLE_WIDTH + (j + 0.5) * cell) / width, 1 - (top + HEADER_HEIGHT - 0.02) / height,
-                     _wrap(name, 12, 1), ha="center", va="bottom", fontsize=6)
+                     wrap(name, 12, 1), ha="center", va="bottom", fontsize=6)
         top += HEADER_HEIGHT
     for i, (title, images) in enumerate(rows):
         y = top + i * row_height + cell  # the images' bottom edge, from the top
-        fig.text((TITLE_WIDTH - 0.06) / width, 1 - (y - cell / 2) / height, _wrap(title, 14, 3), ha="right",
+        fig.text((TITLE_WIDTH - 0.06) / width, 1 - (y - cell / 2) / height, wrap(title, 14, 3), ha="right",
                  va="center", fontsize=6.5)
         for j, image in enumerate(images):
             if image is None:
@@ -207,7 +254,7 @@ def _image_rows(fig, top: float, rows: list[tuple[str, list]], labels: list[list
             ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
             ax.axis("off")
             if labels:
-                ax.text(0.5, -0.04, _wrap(labels[i][j], 10), transform=ax.transAxes, ha="center", va="top",
+                ax.text(0.5, -0.04, wrap(labels[i][j], 10), transform=ax.transAxes, ha="center", va="top",
                         fontsize=5, linespacing=1.0)
 
 
@@ -223,9 +270,9 @@ def montage(rows: list[tuple[str, list]], path: str, columns: list[str] | None =
     channel most; None leaves a cell empty. `columns` names the columns ("query", "1"…), `labels` each
     image (one list of strings per row: its label, drawn below it), `title` the figure."""
     if not rows:
-        return _note("no channel to show", path)
+        return note("no channel to show", path)
     cell, width = _montage_size(rows)
-    title = _wrap(title, int(width * 14), 3) if title else ""  # ~14 characters of 8 pt to the inch
+    title = wrap(title, int(width * 14), 3) if title else ""  # ~14 characters of 8 pt to the inch
     heading = 0.08 + 0.15 * len(title.splitlines())
     used = (HEADER_HEIGHT if columns else 0) + len(rows) * (cell + (LABEL_HEIGHT if labels else 0))
     fig = plt.figure(figsize=(width, heading + used + 0.04), layout="none")
@@ -242,7 +289,7 @@ def subspace_comparison(groups: pd.DataFrame, pairs: pd.DataFrame, heldout: pd.D
     channels over random groups; below, descriptive (all channels of all members): the groups'
     participation dimension and the mean principal angle between two groups' subspaces."""
     if heldout.empty:
-        return _note("fewer than two groups of images share active selective channels:\n"
+        return note("fewer than two groups of images share active selective channels:\n"
                      "no subspace to compare, the claim is undecided\n"
                      "(no selective channel, or lower stats.min_group_size or stats.active_fraction)", path)
     fig, axes = plt.subplot_mosaic([["heldout", "heldout"], ["dimension", "angle"]], figsize=(COLUMN, 4.4),
@@ -297,14 +344,14 @@ def feature_set_name(name: str) -> str:
     return kind if sigma is None else f"{'untrained φ' if kind == 'untrained' else 'φ'}, σ={sigma:g}"
 
 
-def _feature_colours(names: list[str]) -> dict[str, tuple]:
+def feature_colours(names: list[str]) -> dict[str, tuple]:
     """A shade of its kind's colour map per feature set: φ green, untrained φ grey, pixels orange."""
     kinds = [parse_feature_set(name)[0] for name in names]
     return {name: KIND_COLOURS[kind](0.75 - 0.3 * kinds[:i].count(kind) / max(1, kinds.count(kind)))
             for i, (name, kind) in enumerate(zip(names, kinds))}
 
 
-def _feature_order(names) -> list[str]:
+def feature_order(names) -> list[str]:
     """φ first, then untrained φ, then pixels."""
     return sorted(names, key=lambda name: (("phi", "untrained", "pixels").index(parse_feature_set(name)[0]), name))
 
@@ -316,8 +363,8 @@ def semantic_scores(table: pd.DataFrame, path: str) -> None:
                (table.method == "k-means") & (table.k == k) & (table.metric == "ami"))
               for k in sorted(table.k.dropna().unique())]
     panels.append(("linear probe", "test accuracy (0–1)", table.method == "linear probe"))
-    names = _feature_order(table.features.unique())
-    colours = _feature_colours(names)
+    names = feature_order(table.features.unique())
+    colours = feature_colours(names)
     fig, axes = plt.subplots(len(panels), 1, figsize=(COLUMN, 0.7 + 1.3 * len(panels)), sharex=True, squeeze=False)
     targets = list(dict.fromkeys(table.target))
     width = 0.8 / len(names)
@@ -344,7 +391,7 @@ def semantic_scores_summary(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame
     tables = []
     for heading, rows in sections:
         values = table[rows.to_numpy()].pivot_table(index="target", columns="features", values="value", sort=False)
-        values = values[_feature_order(values.columns)].rename(columns=feature_set_name)
+        values = values[feature_order(values.columns)].rename(columns=feature_set_name)
         tables.append((heading, values.rename_axis(index=None, columns=None)))
     return tables
 
@@ -368,6 +415,15 @@ def sample_phi_error(table: pd.DataFrame, path: str) -> None:
     _log_axis(ax_schedule.yaxis)
     ax_schedule.invert_xaxis()
     save(fig, path)
+
+
+def cluster_samples(clusters: list[tuple[str, list, list]], path: str, title: str) -> None:
+    """One row per k-means cluster, given as (row title, member images, sample images): its members closest
+    to the centroid, a gap, then the samples drawn toward the centroid."""
+    members, samples = (max(len(row[i]) for row in clusters) for i in (1, 2))
+    rows = [(name, [*shown, *[None] * (members - len(shown)), None, *drawn]) for name, shown, drawn in clusters]
+    columns = ["closest", *[""] * (members - 1), "", "samples", *[""] * (samples - 1)]
+    montage(rows, path, columns=columns, title=title)
 
 
 def emergence(table: pd.DataFrame, pixels: pd.DataFrame, path: str) -> None:
@@ -457,7 +513,7 @@ def data_overview(manifest: pd.DataFrame, images: dict, path: str, labels: int =
     for split, colour in zip(table.columns, _colours(len(table.columns))):
         ax.barh(range(len(table)), table[split], 0.6, left=start, color=colour, label=split)
         start += table[split].to_numpy()
-    names = [f"{_wrap(status, 26)}\n" + " + ".join(f"{n} {split}" for split, n in row.items() if n)
+    names = [f"{wrap(status, 26)}\n" + " + ".join(f"{n} {split}" for split, n in row.items() if n)
              for status, row in table.iterrows()]
     ax.set_yticks(range(len(table)), names)
     ax.invert_yaxis()

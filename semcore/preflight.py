@@ -15,7 +15,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -30,10 +29,7 @@ PNG_FRACTION, PER_IMAGE_OVERHEAD = 0.8, 1536
 
 def input_images(config: dict) -> int:
     """How many images the configured source yields (for the size estimate)."""
-    images = source_images(config["data"])
-    if images is None:  # ImageNet64: the batches' labels
-        images = sum(len(np.load(path)["labels"]) for path in config["data"]["imagenet64"]["paths"])
-    return images
+    return source_images(config["data"], open_batches=True)  # ImageNet64: its batches' labels, counted
 
 
 def output_bytes(config: dict, images: int) -> dict[str, int]:

@@ -22,15 +22,17 @@ Every network call is counted in a `Counter` keyed by (kind, batch size), so tha
 the same calls alone. The bookkeeping of rows (which are still computed, which failed, each one's
 trajectory) is `Rows`, apart from the samplers' maths.
 
-`sample_images` is what the workflow's `sample` rule and the `semcore sample` command both run: the
-conditioning images (`target_images` of the shards, or an image file), the start image (`start_image`),
-the configured sampler (`draw`), then `score`.
+`sample_target` is what the workflow's sampling rules and the `semcore sample` command all run: a Target (the
+conditioning images, `target_images` of the shards or an image file; or fixed φ vectors such as k-means
+centroids), the start image (`start_image`), the configured sampler (`draw`), then `score`;
+`sample_and_score` is a workflow job's whole computation.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -439,12 +441,35 @@ def draw(model: UNetFlex, target: Target, rows: torch.Tensor, start: torch.Tenso
     return ascent(model, rows, start, **ascent_options, generator=generator, target=target, matching=Matching(**matching))
 
 
+def sample_target(model: UNetFlex, target: Target, per_target: int, start: torch.Tensor, *,
+                  generator: torch.Generator, **sampler) -> tuple[torch.Tensor, Samples]:
+    """per_target samples of each of the target's φ* from `start` [C, H, W], by the sampler `draw` configures
+    (`sampler`: guided, algorithm, schedule, ascent_options, matching), on the model's device: (each row's
+    target index, the Samples), for `score`."""
+    device = next(model.parameters()).device
+    rows = torch.arange(len(target), device=device).repeat_interleave(per_target)
+    return rows, draw(model, target, rows, start.to(device), generator=generator, **sampler)
+
+
 def sample_images(model: UNetFlex, images: torch.Tensor, per_target: int, start: torch.Tensor, *, n_noise: int,
                   top_k: int | None, generator: torch.Generator, **sampler) -> tuple[Target, torch.Tensor, Samples]:
-    """per_target samples of each conditioning image (uint8 [T, C, H, W]) from `start` [C, H, W], by the
-    sampler `draw` configures (`sampler`: guided, algorithm, schedule, ascent_options, matching), on the
-    model's device: (the Target, each row's target index, the Samples), for `score`."""
-    device = next(model.parameters()).device
-    target = Target(images=as_model_input(images, device), n_noise=n_noise, top_k=top_k)
-    rows = torch.arange(len(images), device=device).repeat_interleave(per_target)
-    return target, rows, draw(model, target, rows, start.to(device), generator=generator, **sampler)
+    """`sample_target` of conditioning images (uint8 [T, C, H, W]): (the Target, each row's target index, the
+    Samples)."""
+    target = Target(images=as_model_input(images, next(model.parameters()).device), n_noise=n_noise, top_k=top_k)
+    return (target, *sample_target(model, target, per_target, start, generator=generator, **sampler))
+
+
+def sample_and_score(model: UNetFlex, target: Target, per_target: int, start: torch.Tensor, *,
+                     generator: torch.Generator, score_sigma: float, train_phi: list[str], phi_sigmas: list[float],
+                     phi_n_noise: int, **sampler) -> tuple[pd.DataFrame, Samples]:
+    """What a workflow sampling job computes: `sample_target`, timed and logged, then `score` at score_sigma,
+    each sample's nearest training image searched in the φ files (phi.sigmas, phi.n_noise) at the σ of
+    phi_sigmas closest to score_sigma. Returns (the score table, the Samples)."""
+    began = time.perf_counter()
+    rows, samples = sample_target(model, target, per_target, start, generator=generator, **sampler)
+    log.info("%d samples of %d targets in %.1f s; network calls (kind, batch): %s", len(rows), len(target),
+             time.perf_counter() - began, dict(samples.calls))
+    train_sigma = min(phi_sigmas, key=lambda s: abs(s - score_sigma))
+    table = score(model, samples, target, rows, sigma=score_sigma, generator=generator, train_phi=train_phi,
+                  train_sigma=train_sigma, train_n_noise=phi_n_noise)
+    return table, samples

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import re
 import stat
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -251,6 +252,24 @@ def _imagenet64_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     return pixels.reshape(-1, 3, side, side).transpose(0, 2, 3, 1), labels
 
 
+def mixture(parts: list[dict], *, size: int, seed: int) -> Iterator[Item]:
+    """The Items of every part in order (`data.mixture.parts`: name, source, max_images and that source's
+    options), each part's first max_images (None: all), usable or not. An item is keyed `<name>/<its key>`
+    (no "." in names: WebDataset cuts keys at the first dot) and labelled by its part: label its index,
+    label_name its name. The part's own labels and factors are dropped: the synthetic scenes' factors would
+    make the gist classifier score the scenes instead of the parts, and the memory of the probe and the scores
+    is planned for the classes of the label alone (semcore.plan.resources)."""
+    for label, part in enumerate(parts):
+        prefix = f"{part['name']}/"
+        try:
+            items = iter_items(part["source"], part, size=size, seed=seed)  # inside the try: a bad source raises
+            for item in itertools.islice(items, part.get("max_images")):
+                yield replace(item, key=prefix + item.key, label=label, label_name=part["name"], factors={},
+                              duplicate_of=item.duplicate_of and prefix + item.duplicate_of)
+        except ValueError as error:  # a source names its own key (data.imagenet64.paths): say which part's
+            raise ValueError(f"data.mixture.parts[{label}] ({part['name']}): {error}") from error
+
+
 def iter_items(source: str, options: dict, *, size: int, seed: int) -> Iterator[Item]:
     """The Items of the configured source (`data.source`, options from `data.<source>`)."""
     if source == "synthetic":
@@ -263,4 +282,6 @@ def iter_items(source: str, options: dict, *, size: int, seed: int) -> Iterator[
         return folder(options["path"])
     if source == "imagenet64":
         return imagenet64(options["paths"])
+    if source == "mixture":
+        return mixture(options["parts"], size=size, seed=seed)
     raise ValueError(f"data.source: unknown source {source!r}")

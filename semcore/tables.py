@@ -21,6 +21,8 @@ MANIFEST = pa.schema([("key", STRING), ("origin", STRING), ("label", INT), ("lab
                       ("factors", STRING), ("transforms", STRING), ("duplicate_of", STRING)])
 BLOCK_PR = pa.schema([("key", STRING), ("block", STRING), ("pr", DOUBLE)])
 STABILITY = pa.schema([("key", STRING), ("block", STRING), ("sigma", DOUBLE), ("cosine", FLOAT)])
+BLOCK_SEMANTICS = pa.schema([("block", STRING), ("block_index", INT), ("sigma", DOUBLE), ("target", STRING),
+                             ("score", STRING), ("value", DOUBLE), ("n_images", INT), ("k", INT), ("folds", INT)])
 CHANNELS = pa.schema([("channel", INT), ("pr", DOUBLE), ("mean", DOUBLE), ("active_fraction", DOUBLE), ("dead", BOOL),
                       ("selective", BOOL)])
 FACTOR_MUTUAL_INFORMATION = pa.schema([("factor", STRING), ("channel", INT), ("mutual_information", DOUBLE)])
@@ -64,6 +66,19 @@ def samples_schema(channels: int) -> pa.Schema:
                       ("nn_key", STRING), ("nn_phi_distance", FLOAT), ("nn_sigma", DOUBLE), ("steps", INT),
                       ("matching_steps", INT), ("reached_sigma_final", BOOL), ("failed", BOOL), ("failure", STRING),
                       ("final_sigma", DOUBLE), ("schedule_sigma", pa.list_(DOUBLE)),
+                      ("schedule_phi_error", pa.list_(DOUBLE)), ("top_k", INT), ("phi", pa.list_(FLOAT, channels)),
+                      ("png", pa.binary())])
+
+
+def cluster_samples_schema(channels: int) -> pa.Schema:
+    """Samples toward k-means centroids: the clustering (features, k), the cluster and its size, the scores
+    against its centroid (as samples_schema's), the cluster whose centroid is nearest the sample's φ; φ and
+    the image."""
+    return pa.schema([("features", STRING), ("k", INT), ("cluster", INT), ("cluster_size", INT), ("sample_id", INT),
+                      ("algorithm", STRING), ("phi_error", FLOAT), ("nearest_cluster", INT), ("diversity", FLOAT),
+                      ("score_sigma", DOUBLE), ("nn_key", STRING), ("nn_phi_distance", FLOAT), ("nn_sigma", DOUBLE),
+                      ("steps", INT), ("matching_steps", INT), ("reached_sigma_final", BOOL), ("failed", BOOL),
+                      ("failure", STRING), ("final_sigma", DOUBLE), ("schedule_sigma", pa.list_(DOUBLE)),
                       ("schedule_phi_error", pa.list_(DOUBLE)), ("top_k", INT), ("phi", pa.list_(FLOAT, channels)),
                       ("png", pa.binary())])
 

@@ -37,8 +37,8 @@ atexit.register(_record)
 
 # `factors` is left out: scikit-learn's kNN mutual information takes minutes at the large size, and it
 # runs on the synthetic scenes only.
-TARGETS = ["sparsity", "stability", "selectivity", "subspaces", "neighbours", "semantic_scores"]
-RULES = ["block_means", "sparsity", "stability", "selectivity", "subspaces", "kmeans",
+TARGETS = ["sparsity", "stability", "block_semantics", "selectivity", "subspaces", "neighbours", "semantic_scores"]
+RULES = ["block_means", "sparsity", "stability", "block_semantics", "selectivity", "subspaces", "kmeans",
          "neighbours", "probe", "semantic_scores"]
 CLASSES = 20  # the tiny run's (background, foreground) pairs; as many folders in the large run
 LARGE_IMAGES = 3000

@@ -258,6 +258,18 @@ def test_a_step_cap_below_the_designed_count_is_refused(section, key, designed):
         check(sample_config(**section))
 
 
+def test_the_clusters_to_sample_are_those_k_means_makes():
+    check(sample_config(clusters=dict(k=4)))  # one of cluster.ks
+    with pytest.raises(ConfigError, match=r"sample\.clusters\.k: 5 is not one of cluster\.ks \[4\]"):
+        check(sample_config(clusters=dict(k=5)))
+    config = sample_config()
+    config["cluster"]["normalize"] = True  # centroids of φ/‖φ‖: no φ to sample toward
+    with pytest.raises(ConfigError, match=r"sample\.clusters\.count: cluster\.normalize"):
+        check(config)
+    config["sample"]["clusters"]["count"] = 0
+    check(config)
+
+
 def test_top_k_keeps_the_largest_channels():
     phi = torch.tensor([[0.1, 0.5, 0.3, 0.0], [0.4, 0.0, 0.2, 0.9]])
     assert torch.equal(sample.top_k_mask(phi, 2), torch.tensor([[0.0, 0.5, 0.3, 0.0], [0.4, 0.0, 0.0, 0.9]]))
@@ -279,6 +291,23 @@ def test_a_cluster_centroid_is_a_target(model, tmp_path):
         before = sample.relative_error(model.middle_means(y), goal)
     _, after, _ = sample.match_phi(model, y, goal, sample.Matching(max_iter=30), Counter())
     assert (after < before).all()
+
+
+def test_matching_toward_a_centroid_lands_nearest_it(model):
+    """The guidance step of centroid sampling, on two centroids apart (φ of a flat red image and of black
+    and white stripes): from the same grey start, each matched image's φ is nearest its own centroid."""
+    red, stripes = torch.zeros(2, 3, 16, 16)
+    red[0], red[1:] = 0.9, 0.1
+    stripes[:, ::2] = 1.0
+    with torch.no_grad():
+        centroids = model.middle_means(torch.stack([red, stripes]))
+    assert torch.linalg.norm(centroids[0] - centroids[1]) > 0.1 * centroids.norm(dim=1).min()
+    start = (0.45 + 0.05 * torch.randn(4, 3, 16, 16, generator=generator())).repeat(2, 1, 1, 1)
+    goal = centroids.repeat_interleave(4, dim=0)
+    matched, _, _ = sample.match_phi(model, start, goal, sample.Matching(lr=0.01, max_iter=100), Counter())
+    with torch.no_grad():
+        nearest = torch.cdist(model.middle_means(matched), centroids).argmin(dim=1)
+    assert nearest.tolist() == [0] * 4 + [1] * 4, nearest
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +414,25 @@ def test_scores_find_a_copy_and_measure_diversity(model, images, train_phi):
     assert not table.failed.any() and table.failure.eq("").all() and table.final_sigma.eq(0.05).all()
 
 
+def test_a_job_samples_fixed_targets_and_scores_them_against_the_nearest_phi_sigma(model, train_phi, caplog):
+    # Centroid-like targets (fixed φ vectors): the sampler and the scores of a workflow job, as sample.draw and
+    # sample.score give them called in turn; the nearest training image searched at the φ files' σ closest
+    # to the scoring σ (0.05: 0.0 of [0.5, 0.0]).
+    goals, options = torch.rand(T, 32, generator=generator(5)) * 0.05, draw_options("fixed")
+    with caplog.at_level(logging.INFO, logger="semcore.sample"):
+        table, samples = sample.sample_and_score(
+            model, sample.Target(vectors=goals, n_noise=N_NOISE), S, start(), generator=generator(), score_sigma=0.05,
+            train_phi=train_phi, phi_sigmas=[0.5, 0.0], phi_n_noise=1, **options)
+    assert f"{T * S} samples of {T} targets in" in caplog.text
+    target, again = sample.Target(vectors=goals, n_noise=N_NOISE), generator()
+    drawn = sample.draw(model, target, rows(), start(), **options, generator=again)
+    expected = sample.score(model, drawn, target, rows(), sigma=0.05, generator=again, train_phi=train_phi,
+                            train_sigma=0.0, train_n_noise=1)
+    assert torch.equal(samples.images, drawn.images) and table.target.tolist() == rows().tolist()
+    assert np.allclose(table.phi_error, expected.phi_error) and table.nn_key.tolist() == expected.nn_key.tolist()
+    assert table.nn_sigma.eq(0.0).all() and table.pixel_distance.isna().all()  # no conditioning image
+
+
 def test_the_workflow_samples_scores_and_draws_grids(finished_run):
     results = finished_run / "results" / "tiny"
     table = pd.read_parquet(results / "samples" / "samples.parquet")
@@ -404,6 +452,26 @@ def test_the_workflow_samples_scores_and_draws_grids(finished_run):
     assert (results / "figures" / "sample_phi_error.png").stat().st_size > 10_000
 
 
+def test_the_workflow_samples_the_largest_clusters_toward_their_centroids(finished_run):
+    results = finished_run / "results" / "tiny"
+    table = pd.read_parquet(results / "samples" / "clusters.parquet")
+    k = max(TINY_CONFIG["cluster"]["ks"])  # sample.clusters.k null: the largest
+    clusters = pd.read_parquet(results / "clusters" / "phi-s0.1" / f"k{k}" / "centroids.parquet").set_index("cluster")
+    count, per_cluster = min(4, k), TINY_CONFIG["sample"]["samples_per_target"]  # sample.clusters' defaults
+    largest = clusters["size"].sort_values(ascending=False, kind="stable").index[:count]
+    assert table.groupby("cluster").size().to_dict() == {c: per_cluster for c in largest}
+    assert table.cluster_size.tolist() == clusters["size"][table.cluster].tolist()
+    assert table.features.eq("phi-s0.1").all() and table.k.eq(k).all() and table.score_sigma.eq(0.1).all()
+    assert np.isfinite(table.phi_error).all() and not table.failed.any()
+    # Whether a sample lands nearer its own centroid needs centroids farther apart than φ's noise: the
+    # 30-step tiny model's are within 1e-4 of each other (the demo's: 16 of 16 samples nearest their own;
+    # test_centroid_guided_samples_land_nearest_their_own_centroid checks it where centroids differ).
+    phi = np.stack(table.phi)
+    nearest = np.linalg.norm(phi[:, None] - np.stack(clusters.centroid)[None], axis=2).argmin(axis=1)
+    assert table.nearest_cluster.tolist() == clusters.index[nearest].tolist()
+    assert (results / "figures" / "sample_clusters.png").stat().st_size > 10_000
+
+
 def test_changing_a_sampler_parameter_reruns_only_sampling(finished_run, tiny_config):
     # Jobs planned beyond those of the unchanged config (none, unless the code changed since the run).
     baseline = planned_jobs(finished_run)
@@ -417,12 +485,18 @@ def test_changing_a_sampler_parameter_reruns_only_sampling(finished_run, tiny_co
         write_config(finished_run, tiny_config)
         # the samples' table and what reads it; the run's config.yaml, rewritten at any change
         after = {"sample_summary": 1, "gist_scores": 1, "findings": 1, "run_config": 1}
-        assert planned_by_the_change() == {"sample": 2, **after}
+        assert planned_by_the_change() == {"sample": 2, "sample_clusters": 1, **after}
         tiny_config["sample"]["ascent"]["beta"] = 0.4
         write_config(finished_run, tiny_config)
-        assert planned_by_the_change() == {"sample": 2, "sample_unconditional": 2, **after}
+        assert planned_by_the_change() == {"sample": 2, "sample_unconditional": 2, "sample_clusters": 1, **after}
         tiny_config["sample"]["matching"] = TINY_CONFIG["sample"]["matching"]
         write_config(finished_run, tiny_config)  # the fixed schedule does not use the ascent's settings
         assert planned_by_the_change() == {"sample_unconditional": 2, **after}
+        tiny_config["sample"] = TINY_CONFIG["sample"] | {"clusters": {"members": 3}}
+        write_config(finished_run, tiny_config)  # the clusters' samples alone read sample.clusters
+        assert planned_by_the_change() == {"sample_clusters": 1, "run_config": 1}
+        tiny_config["sample"]["clusters"] = {"count": 0}
+        write_config(finished_run, tiny_config)  # none: the rule leaves the run
+        assert planned_by_the_change() == {"run_config": 1}
     finally:
         write_config(finished_run, TINY_CONFIG)

@@ -1,11 +1,18 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from semcore import scenes
+from semcore.plan.checks import validated
+from semcore.plan.inputs import declared_files
+from semcore.plan.schema import ConfigError
+from semcore.plan.sizes import source_images
 from semcore.sources import UnusableImage, conform, folder, imagenet64, iter_items, mnist5k, patches, synthetic
+
+from conftest import snakemake, write_config
 
 
 def test_scenes_are_a_pure_function_of_seed_and_index():
@@ -154,3 +161,113 @@ def test_imagenet64_refuses_a_file_that_is_not_an_npz(tmp_path):
 def test_iter_items_names_the_bad_key():
     with pytest.raises(ValueError, match="data.source"):
         iter_items("nope", {}, size=32, seed=0)
+
+
+def image_folders(root):
+    """Two folders of real image files: 40×30 greyscale PNGs and a file that is none, and 64×64 RGB JPEGs
+    in a class sub-folder (which a mixture's label replaces)."""
+    rng = np.random.default_rng(0)
+    grey, colour = root / "grey", root / "colour"
+    grey.mkdir(parents=True)
+    (colour / "cats").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (30, 40), dtype=np.uint8)).save(grey / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(colour / "cats" / f"{i}.jpg")
+    (grey / "1_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")  # sorts third, after 1.png
+    return grey, colour
+
+
+def mixture_parts(grey, colour, max_images=(None, None, None)):
+    """Parts of the two folders and of four synthetic scenes, their options given in full (as the workflow
+    fills them in)."""
+    parts = [{"name": "grey", "source": "folder", "path": str(grey)},
+             {"name": "colour", "source": "folder", "path": str(colour)},
+             {"name": "scenes", "source": "synthetic", "n_images": 4, "backgrounds": ["flat"], "foregrounds": ["disk"]}]
+    return [part | {"max_images": n} for part, n in zip(parts, max_images)]
+
+
+def test_a_mixture_labels_every_item_by_its_part_and_every_image_conforms(tmp_path):
+    grey, colour = image_folders(tmp_path)
+    items = list(iter_items("mixture", {"parts": mixture_parts(grey, colour)}, size=16, seed=0))
+    assert [item.label_name for item in items] == ["grey"] * 4 + ["colour"] * 3 + ["scenes"] * 4
+    assert [item.label for item in items] == [0] * 4 + [1] * 3 + [2] * 4
+    assert all(item.key.startswith(f"{item.label_name}/") and "." not in item.key for item in items)
+    assert len({item.key for item in items}) == len(items)
+    scenes = [f"scenes/{item.key}" for item in synthetic(4, 0, 16, ["flat"], ["disk"])]
+    assert [item.key for item in items[7:]] == scenes
+    assert all(item.factors == {} for item in items)  # the scenes' factors and the sub-folder labels are dropped
+    broken = items[2]
+    assert broken.origin.endswith("1_broken.png") and broken.image is None and broken.error  # the manifest's reason
+    usable = [item for item in items if item.error is None]
+    assert len(usable) == 10 and {item.image.mode for item in usable} == {"L", "RGB"}
+    assert {item.image.size for item in usable} == {(40, 30), (64, 64), (16, 16)}
+    for item in usable:
+        for channels in (1, 3):
+            assert conform(item.image, 16, channels, 16)[0].shape == (16, 16, channels)
+
+
+def test_a_mixture_takes_the_first_max_images_of_each_part_usable_or_not(tmp_path):
+    grey, colour = image_folders(tmp_path)
+    everything = list(iter_items("mixture", {"parts": mixture_parts(grey, colour)}, size=16, seed=0))
+    items = list(iter_items("mixture", {"parts": mixture_parts(grey, colour, (3, 1, 2))}, size=16, seed=0))
+    assert [item.key for item in items] == [item.key for item in everything[:3] + everything[4:5] + everything[7:9]]
+    assert [item.error is None for item in items[:3]] == [True, True, False]  # the broken file counts
+
+
+SCENES = {"name": "scenes", "source": "synthetic", "n_images": 20}
+
+
+@pytest.mark.parametrize(("parts", "message"), [
+    ([SCENES, {"name": "files", "source": "folder"}], "data.mixture.parts[1].path: give the directory of images"),
+    ([SCENES, {"name": "files", "source": "folder", "path": "/nowhere"}],
+     "data.mixture.parts[1].path: '/nowhere' does not exist"),
+    ([SCENES, {"name": "files", "source": "folder", "pth": "/x"}],
+     "data.mixture.parts[1]: unknown key 'pth' (did you mean 'path'?)"),
+    ([SCENES, SCENES], "data.mixture.parts[1].name: 'scenes' is the name of parts[0] too"),
+    ([SCENES, {"name": "x", "source": "nope"}],
+     'data.mixture.parts[1].source: must be one of synthetic, mnist5k, patches, folder, imagenet64, got "nope"'),
+    ([SCENES, {"name": "in", "source": "imagenet64", "paths": ["/no.npz"]}],
+     "data.mixture.parts[1].paths: not found: ['/no.npz']"),
+    ([SCENES, {"name": "crops", "source": "patches", "crop_min": 4, "crop_max": 8}],
+     "data.mixture.parts[1].crop_max: 8 is below data.min_size 16"),
+    ([SCENES], "data.mixture.parts: must be a list (at least 2 items"),
+    (None, "data.mixture.parts: list the parts"),
+    ([SCENES | {"max_images": 2}, SCENES | {"name": "more", "max_images": 1}],
+     "cluster.ks: k=4 is more than the 3 images of data.source mixture"),
+])
+def test_a_bad_mixture_is_refused_naming_the_key(tiny_config, parts, message):
+    tiny_config["data"] |= {"source": "mixture", "mixture": {} if parts is None else {"parts": parts}}
+    with pytest.raises(ConfigError) as refused:
+        validated(tiny_config)
+    assert message in str(refused.value)
+
+
+def test_a_mixtures_parts_take_their_sources_defaults_and_are_counted_and_declared(tmp_path, tiny_config):
+    grey, _ = image_folders(tmp_path)
+    batch = imagenet64_batch(tmp_path / "batch_1.npz")  # two images
+    parts = [{"name": "grey", "source": "folder", "path": str(grey)}, SCENES | {"max_images": 5},
+             {"name": "imagenet", "source": "imagenet64", "paths": [batch]}]
+    tiny_config["data"] |= {"source": "mixture", "mixture": {"parts": parts}}
+    data = validated(tiny_config)["data"]
+    assert data["mixture"]["parts"][1]["backgrounds"] == list(scenes.BACKGROUNDS)
+    assert source_images(data) is None  # ImageNet64's batches are not opened to plan
+    assert source_images(data, open_batches=True) == 4 + 5 + 2
+    data["mixture"]["parts"][2]["max_images"] = 1
+    assert source_images(data) == 4 + 5 + 1
+    assert declared_files("mixture", data["mixture"]) == [*map(str, sorted(grey.iterdir())), batch]
+
+
+def test_the_workflow_shards_a_mixture_accounting_for_every_input(tmp_path, tiny_config):
+    grey, colour = image_folders(tmp_path / "images")
+    tiny_config["data"] |= {"source": "mixture", "mixture": {"parts": [
+        SCENES, {"name": "grey", "source": "folder", "path": str(grey)},
+        {"name": "colour", "source": "folder", "path": str(colour)}]}}
+    write_config(tmp_path, tiny_config)
+    snakemake(tmp_path, "results/tiny/manifest.parquet")
+    manifest = pd.read_parquet(tmp_path / "results" / "tiny" / "manifest.parquet")
+    assert manifest.groupby("label_name").label.unique().map(list).to_dict() == {
+        "scenes": [0], "grey": [1], "colour": [2]}
+    assert manifest.label_name.value_counts().to_dict() == {"scenes": 20, "grey": 4, "colour": 3}
+    assert (manifest.key.str.split("/").str[0] == manifest.label_name).all()
+    skipped = manifest[manifest.status == "skipped"]
+    assert skipped.origin.str.endswith("1_broken.png").tolist() == [True] and skipped.reason.notna().all()

@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 
-from semcore import figures, findings, stats
+from semcore import block_semantics, figures, findings, stats
 from semcore.plan.schema import schema_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,3 +269,85 @@ def test_a_phi_of_zeros_gives_defined_empty_statistics():
     # The summary the selectivity rule writes, and the findings read from it (the union of subspaces of a
     # φ of zeros: tests/test_subspaces.py).
     assert findings.selectivity(summary)["verdict"] == "undecided"
+
+
+def write_block_means_with_a_semantic_block(path: Path, rng: np.random.Generator) -> tuple[pd.Series, pd.DataFrame]:
+    """A block-means file of 120 images in 4 classes where M at σ 0.1 separates the classes (class centres
+    4 apart, unit noise) and is noise at σ 0.5, E1 and D2 noise at both; each (block, σ)'s rows in an image
+    order of their own, which the scores must undo by key. Returns the keys and the scene factors (shape:
+    categorical, a function of the class; x: numeric, noise)."""
+    classes = np.repeat(np.arange(4), 30)
+    keys = pd.Series([f"x{i:03d}" for i in range(len(classes))])
+    centres = 4 * np.eye(4, 8)
+    columns = {name: [] for name in ("key", "split", "label", "sigma", "block", "means")}
+    for block in ("E1", "M", "D2"):
+        for sigma in (0.1, 0.5):
+            means = rng.normal(size=(len(classes), 8)) + (centres[classes] if (block, sigma) == ("M", 0.1) else 0)
+            for i in rng.permutation(len(classes)):
+                for name, value in zip(columns, (keys[i], "test", int(classes[i]), sigma, block, means[i].tolist())):
+                    columns[name].append(value)
+    pq.write_table(pa.table(columns), path)
+    factors = pd.DataFrame({"shape": np.where(classes % 2, "disk", "square"), "x": rng.uniform(size=len(classes))},
+                           index=keys)
+    return keys, factors
+
+
+def test_the_block_semantics_map_finds_the_block_that_separates_the_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "block_means.parquet"
+    keys, factors = write_block_means_with_a_semantic_block(path, rng)
+    pixels = rng.normal(size=(len(keys), 48)).astype(np.float32)
+    settings = block_semantics.Settings(k=None, ks=[4, 10], n_init=2, probe_max_iter=200)
+    table = block_semantics.block_semantics_table(str(path), keys, pixels, factors, settings)
+
+    assert block_semantics.clusters_k(None, [4, 10], len(keys)) == 4 and table.k.dropna().eq(4).all()
+    assert set(table.groupby(["target", "score"]).groups) == {
+        ("label", "ami"), ("shape", "ami"), ("x", "ami"), ("label", "probe_accuracy"), ("shape", "probe_accuracy")}
+    label = table[table.target == "label"].set_index(["block", "sigma", "score"]).value
+    assert len(label) == 2 * (3 * 2 + 1) and table.n_images.eq(120).all() and table.folds.dropna().eq(5).all()
+    assert list(table.drop_duplicates("block").block_index) == [pd.NA, 0, 1, 2]  # pixels, then network order
+    assert label["M", 0.1, "ami"] > 0.8 and label["M", 0.1, "probe_accuracy"] > 0.95
+    for block, sigma in [("E1", 0.1), ("E1", 0.5), ("M", 0.5), ("D2", 0.1), ("pixels", 0.0)]:
+        assert label[block, sigma, "ami"] < 0.1 and label[block, sigma, "probe_accuracy"] < 0.45  # chance: 0.25
+    ami = table[table.score == "ami"].pivot_table(index="target", columns=["block", "sigma"], values="value")
+    assert ami.loc["shape"].idxmax() == ("M", 0.1) and (ami.loc["x"] < 0.1).all()
+
+    figures.block_semantics(table, tmp_path / "block_semantics.png")
+    assert Image.open(tmp_path / "block_semantics.png").size[0] > 800
+
+
+def test_the_block_semantics_probe_is_cross_validated():
+    """Pure noise with many dimensions: a probe scored on the images it was fit on would be right on almost
+    every one; held out, it stays near chance."""
+    rng = np.random.default_rng(1)
+    x, classes = rng.normal(size=(60, 200)), np.repeat([0, 1, 2], [30, 27, 3])
+    accuracy, folds = block_semantics.cross_validated_accuracy(x, classes, max_iter=200)
+    assert folds == 3 and accuracy < 0.7  # the smallest class has 3 images; chance (majority): 0.5
+
+
+def test_the_block_semantics_rule_passes_every_setting_through_params():
+    smk = (REPO / "rules" / "stats.smk").read_text()
+    body = re.search(r"^rule block_semantics:\n(.*?)(?=^\S|\Z)", smk, re.M | re.S)[1]
+    params = dict(re.findall(r"^\s+(\w+)=(.*?),?$", body.split("params:")[1].split("script:")[0], re.M))
+    assert set(block_semantics.Settings.__dataclass_fields__) | {"max_images"} == set(params)
+    assert params["k"] == 'config["stats"]["block_semantics_k"]'
+    assert schema_of("stats.block_semantics_k")["default"] is None
+    for name, field in block_semantics.Settings.__dataclass_fields__.items():  # the defaults are the schema's
+        if name not in ("k", "ks"):
+            assert field.default == schema_of(f"cluster.{name}")["default"], name
+
+
+def test_the_finished_run_maps_every_block_at_every_sigma(finished_run):
+    results = finished_run / "results" / "tiny"
+    table = pd.read_parquet(results / "stats" / "block_semantics.parquet")
+    blocks = pq.read_table(results / "block_means.parquet", columns=["block", "sigma"]).to_pandas()
+    label = table[table.target == "label"]
+    for score in ("ami", "probe_accuracy"):
+        mapped = label[(label.score == score) & (label.block != "pixels")]
+        assert set(zip(mapped.block, mapped.sigma)) == set(zip(blocks.block, blocks.sigma))
+        assert len(mapped) == len(blocks.drop_duplicates())
+        assert (label[label.block == "pixels"].score == score).any()
+    assert table[table.score == "ami"].value.between(-0.5, 1).all()
+    assert table[table.score == "probe_accuracy"].value.between(0, 1).all()
+    assert {"background", "foreground"} <= set(table.target)  # the scene factors
+    assert (results / "figures" / "block_semantics.png").stat().st_size > 10_000

@@ -25,6 +25,7 @@ SCHEMAS = {
     "block_means.parquet": block_means_schema({}),
     "stats/block_pr.parquet": tables.BLOCK_PR,
     "stats/stability.parquet": tables.STABILITY,
+    "stats/block_semantics.parquet": tables.BLOCK_SEMANTICS,
     "stats/channels.parquet": tables.CHANNELS,
     "stats/factor_mutual_information.parquet": tables.FACTOR_MUTUAL_INFORMATION,
     "stats/subspace_groups.parquet": tables.SUBSPACE_GROUPS,
@@ -41,7 +42,9 @@ SCHEMAS = {
     "gist/classifier_accuracy.parquet": tables.GIST_ACCURACY,
     "gist/agreement.parquet": tables.GIST_AGREEMENT,
     "gist/quality.parquet": tables.GIST_QUALITY,
-    "samples/*.parquet": tables.samples_schema,
+    "samples/samples.parquet": tables.samples_schema,
+    "samples/*/batch-*.parquet": tables.samples_schema,
+    "samples/clusters.parquet": tables.cluster_samples_schema,
 }
 VECTORS = ("phi", "centroid")
 
@@ -89,11 +92,11 @@ def subspace_tables(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def samples_with_top_k(path: Path, out: Path) -> Path:
+def samples_with_top_k(relative: str, path: Path, out: Path) -> Path:
     table = pq.read_table(path)
     assert table.column("top_k").null_count == len(table)  # the tiny run keeps every channel
     table = table.set_column(table.schema.get_field_index("top_k"), "top_k", pa.array([4] * len(table)))
-    tables.write_table(table, out, tables.samples_schema(table.schema.field("phi").type.list_size))
+    tables.write_table(table, out, schema_of(relative, path))
     return out
 
 
@@ -119,7 +122,7 @@ def test_two_runs_tables_concatenate_without_casts(finished_run, tmp_path):
     assert len(run) > 30
     other = {"manifest.parquet": manifest_with_skips(tmp_path / "folder"), **subspace_tables(tmp_path)}
     for relative in [r for r in run if r.startswith("samples/")]:
-        other[relative] = samples_with_top_k(run[relative], tmp_path / relative.replace("/", "-"))
+        other[relative] = samples_with_top_k(relative, run[relative], tmp_path / relative.replace("/", "-"))
 
     for relative, path in run.items():
         schema = schema_of(relative, path)

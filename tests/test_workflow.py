@@ -180,7 +180,8 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         tiny_config["cluster"]["ks"] = [3]
         write_config(finished_run, tiny_config)
         assert planned_jobs(finished_run) == {"all": 1, "kmeans": 3, "semantic_scores": 1, "emergence_step": 3,
-                                              "emergence": 1, "findings": 1, "run_config": 1}
+                                              "emergence": 1, "findings": 1, "run_config": 1, "sample_clusters": 1,
+                                              "block_semantics": 1}  # its k: the smallest of cluster.ks
         tiny_config["train"]["lr"] = 5e-4
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
@@ -193,10 +194,11 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
 
 
 def rule_scripts(workflow: Path) -> dict[str, Path]:
-    """{rule: its workflow script}, read from the rule files' text; `use rule A as B` keeps A's script
-    unless B names its own."""
+    """{rule: its workflow script} of a run (a study's rules, rules/study.smk, are not a run's), read from the
+    rule files' text; `use rule A as B` keeps A's script unless B names its own."""
     scripts, parents, rule = {}, {}, None
-    for line in "".join(p.read_text() for p in sorted((workflow / "rules").glob("*.smk"))).splitlines():
+    run_rules = sorted(p for p in (workflow / "rules").glob("*.smk") if p.name != "study.smk")
+    for line in "".join(p.read_text() for p in run_rules).splitlines():
         if match := re.match(r"(?:rule|checkpoint) (\w+):", line):
             rule = match[1]
         elif match := re.match(r"use rule (\w+) as (\w+)", line):

@@ -1,7 +1,6 @@
 """Adapter for rules `sample` (self-guided) and `sample_unconditional` (the baseline): one batch of targets,
 its samples and their scores, to one Parquet table."""
 import logging
-import time
 
 import pandas as pd
 import torch
@@ -10,7 +9,7 @@ from semcore import sample, shards, tables
 from semcore.joblog import job_log
 from semcore.model import UNetFlex
 from semcore.phi import seeded_generator
-from semcore.runtime import resolve_device
+from semcore.runtime import as_model_input, resolve_device
 
 job = job_log(snakemake)
 torch.set_num_threads(snakemake.threads)
@@ -25,16 +24,11 @@ start = sample.start_image(shards.shard_paths(snakemake.input.shards, "train"), 
 method = "self-guided" if p.guided else "unconditional"
 generator = seeded_generator(p.seed, f"{method}-{batch}", device)
 
-began = time.perf_counter()
-target, rows, samples = sample.sample_images(
-    model, images, p.samples_per_target, start, n_noise=p.n_noise, top_k=p.top_k, generator=generator,
+target = sample.Target(images=as_model_input(images, device), n_noise=p.n_noise, top_k=p.top_k)
+table, samples = sample.sample_and_score(
+    model, target, p.samples_per_target, start, generator=generator, score_sigma=p.score_sigma,
+    train_phi=snakemake.input.train_phi, phi_sigmas=p.phi_sigmas, phi_n_noise=p.phi_n_noise,
     guided=p.guided, algorithm=p.algorithm, schedule=p.schedule, ascent_options=p.ascent, matching=p.matching)
-logging.info("%s: %d samples in %.1f s; network calls (kind, batch): %s", method, len(rows),
-             time.perf_counter() - began, dict(samples.calls))
-# Nearest training images are searched in the φ files at the phi.sigmas value closest to the scoring σ.
-train_sigma = min(p.phi_sigmas, key=lambda s: abs(s - p.score_sigma))
-table = sample.score(model, samples, target, rows, sigma=p.score_sigma, generator=generator,
-                     train_phi=snakemake.input.train_phi, train_sigma=train_sigma, train_n_noise=p.phi_n_noise)
 table.insert(0, "method", method)
 table.insert(1, "algorithm", p.algorithm)
 table.insert(3, "key", [keys[i] for i in table.target])

@@ -60,49 +60,69 @@ def check(config: dict) -> None:
                           f"(the UNet pools {model.num_blocks} times)")
     if config["model"]["pretrained"]:
         check_pretrained(config["model"]["pretrained"], model)
-    options = data[data["source"]]
-    if data["source"] == "folder":
-        if not options["path"]:
-            raise ConfigError("data.folder.path: give the directory of images")
-        try:
-            inputs.check_folder(options["path"])
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-    if data["source"] == "imagenet64":
-        if not options["paths"]:
-            raise ConfigError("data.imagenet64.paths: list the npz batch files")
-        missing = [p for p in options["paths"] if not Path(p).is_file()]
-        if missing:
-            raise ConfigError(f"data.imagenet64.paths: not found: {missing}")
+    check_source(data["source"], data[data["source"]], f"data.{data['source']}", min_size(data))
     if config["stats"]["sigma"] not in config["phi"]["sigmas"]:
         raise ConfigError(f"stats.sigma: {config['stats']['sigma']} is not one of phi.sigmas {config['phi']['sigmas']}")
     missing = [s for s in config["cluster"]["sigmas"] if s not in config["phi"]["sigmas"]]
     if missing:
         raise ConfigError(f"cluster.sigmas: {missing} not in phi.sigmas {config['phi']['sigmas']}")
-    if data["source"] == "mnist5k" and min_size(data) > MNIST5K_SIDE:
-        raise ConfigError(f"data.min_size: mnist5k's digits are {MNIST5K_SIDE}×{MNIST5K_SIDE}, below min_size "
-                          f"{min_size(data)} (null: data.size): give min_size ≤ {MNIST5K_SIDE} to upsample them")
-    if data["source"] == "patches":
-        check_patches(options, min_size(data))
     check_image_counts(config)
     check_sampling(config)
     if config["train"].get("epochs") is None:
         emergence_steps(config, train_images=1)  # the schedule in steps: the steps train keeps are known now
 
 
-def check_patches(options: dict, smallest: int) -> None:
+def check_source(source: str, options: dict, key: str, smallest: int) -> None:
+    """The options of a source, named by `key` (data.folder; data.mixture.parts[1] for a mixture's part),
+    against the files they name and data.min_size (`smallest`)."""
+    if source == "folder":
+        if not options["path"]:
+            raise ConfigError(f"{key}.path: give the directory of images")
+        try:  # a mixture's folder is labelled by its part, not by its sub-folders
+            inputs.check_folder(options["path"], f"{key}.path", labelled=key == "data.folder")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    if source == "imagenet64":
+        if not options["paths"]:
+            raise ConfigError(f"{key}.paths: list the npz batch files")
+        missing = [p for p in options["paths"] if not Path(p).is_file()]
+        if missing:
+            raise ConfigError(f"{key}.paths: not found: {missing}")
+    if source == "mnist5k" and smallest > MNIST5K_SIDE:
+        part = "" if key == "data.mnist5k" else f" of {key}"
+        raise ConfigError(f"data.min_size: mnist5k's digits{part} are {MNIST5K_SIDE}×{MNIST5K_SIDE}, below min_size "
+                          f"{smallest} (null: data.size): give min_size ≤ {MNIST5K_SIDE} to upsample them")
+    if source == "patches":
+        check_patches(options, smallest, key)
+    if source == "mixture":
+        check_mixture(options.get("parts"), smallest)
+
+
+def check_patches(options: dict, smallest: int, key: str) -> None:
     """Crop sides in order, not all below min_size (those crops are skipped), of bundled photographs."""
     if options["crop_min"] > options["crop_max"]:
-        raise ConfigError("data.patches.crop_min: must be ≤ crop_max")
+        raise ConfigError(f"{key}.crop_min: must be ≤ crop_max")
     if options["crop_max"] < smallest:
-        raise ConfigError(f"data.patches.crop_max: {options['crop_max']} is below data.min_size {smallest} "
+        raise ConfigError(f"{key}.crop_max: {options['crop_max']} is below data.min_size {smallest} "
                           "(null: data.size): every crop would be skipped")
     if options["images"]:
         known = inputs.PHOTOGRAPHS
         unknown = [name for name in options["images"] if name not in known]
         if unknown:
-            raise ConfigError(f"data.patches.images: unknown {unknown[0]!r}{suggestion(unknown[0], known)}; "
+            raise ConfigError(f"{key}.images: unknown {unknown[0]!r}{suggestion(unknown[0], known)}; "
                               f"bundled: {', '.join(known)}")
+
+
+def check_mixture(parts: list[dict] | None, smallest: int) -> None:
+    """Parts given (the schema counts them), each checked as its source is, under names of their own."""
+    if not parts:
+        raise ConfigError("data.mixture.parts: list the parts (at least 2), each {name, source, its options}")
+    names = [part["name"] for part in parts]
+    for index, part in enumerate(parts):
+        if part["name"] in names[:index]:
+            raise ConfigError(f"data.mixture.parts[{index}].name: {part['name']!r} is the name of "
+                              f"parts[{names.index(part['name'])}] too: a part's name is its label, give each its own")
+        check_source(part["source"], part, f"data.mixture.parts[{index}]", smallest)
 
 
 
@@ -126,12 +146,19 @@ def check_image_counts(config: dict) -> None:
 
 
 def check_sampling(config: dict) -> None:
-    """Refuse a σ schedule or ascent that does not descend, and a max_steps that would stop an ascent before
-    its designed end at sigma_final."""
+    """Refuse a σ schedule or ascent that does not descend, a max_steps that would stop an ascent before its
+    designed end at sigma_final, and clusters to sample that k-means does not make."""
     sample = config["sample"]
     if sample["schedule"]["sigma_min"] > sample["schedule"]["sigma_max"]:
         raise ConfigError(f"sample.schedule.sigma_min: {sample['schedule']['sigma_min']} is above sigma_max "
                           f"{sample['schedule']['sigma_max']} (the schedule descends from sigma_max to sigma_min)")
+    clusters, cluster = sample["clusters"], config["cluster"]
+    if clusters["k"] is not None and clusters["k"] not in cluster["ks"]:
+        raise ConfigError(f"sample.clusters.k: {clusters['k']} is not one of cluster.ks {cluster['ks']} (the clusters "
+                          "sampled are k-means'; null: the largest of cluster.ks)")
+    if clusters["count"] and cluster["normalize"]:
+        raise ConfigError("sample.clusters.count: cluster.normalize clusters φ/‖φ‖, whose centroids are no φ a sample "
+                          "can match; give 0, or cluster.normalize false")
     # A preset reaches the second only when valid: the authors' is, and ascent is sample.ascent, checked first.
     for section, ascent in (("sample.ascent", resolved_ascent(sample["ascent"])),
                             ("sample.unconditional", unconditional_sampler(sample)[1])):

@@ -40,21 +40,36 @@ def input_files(root: Path) -> list[Path]:
             if not hidden_reason(entry.relative_to(root)) and entry.is_file() and os.access(entry, os.R_OK)]
 
 
-def check_folder(path: str) -> None:
-    """Refuse a folder that cannot give a run, cheaply enough for when the workflow is planned: files are
-    listed, not decoded. A label of one file gives a run, with a warning: the label scores and the gist
-    classifier leave it out (semcore.scores.semantic_targets, semcore.gist.gist_targets)."""
+def check_folder(path: str, key: str = "data.folder.path", labelled: bool = True) -> None:
+    """Refuse a folder that cannot give a run, naming its config key, cheaply enough for when the workflow is
+    planned: files are listed, not decoded. Where its sub-folders are the labels (`labelled`; a mixture's
+    part is labelled by the part), a label of one file gives a run, with a warning: the label scores and the
+    gist classifier leave it out (semcore.scores.semantic_targets, semcore.gist.gist_targets)."""
     root = Path(path)
     if not root.is_dir():
-        raise ValueError(f"data.folder.path: {path!r} {'is not a directory' if root.exists() else 'does not exist'}")
+        raise ValueError(f"{key}: {path!r} {'is not a directory' if root.exists() else 'does not exist'}")
     files = input_files(root)
     if not files:
-        raise ValueError(f"data.folder.path: {path!r} holds no readable files (hidden ones do not count)")
+        raise ValueError(f"{key}: {path!r} holds no readable files (hidden ones do not count)")
+    if not labelled:
+        return
     per_label = Counter(label_name(file.relative_to(root)) for file in files)
     lonely = [f"label {name!r} has 1 image" for name, count in sorted(per_label.items()) if name and count == 1]
     if lonely:
-        warnings.warn(f"data.folder.path: {', '.join(lonely)}; the label scores and the gist classifier need ≥ 2 "
+        warnings.warn(f"{key}: {', '.join(lonely)}; the label scores and the gist classifier need ≥ 2 "
                       "per label and leave it out: add images or remove the folder", stacklevel=2)
+
+
+def declared_files(source: str, options: dict) -> list[str]:
+    """The files on disk that a source (`data.source`, options `data.<source>`) reads, for the rules to
+    declare: a folder's readable files, ImageNet64's batches, those of a mixture's parts."""
+    if source == "folder":
+        return [str(file) for file in input_files(Path(options["path"]))]
+    if source == "imagenet64":
+        return list(options["paths"])
+    if source == "mixture":  # two parts may read the same files: each is declared once
+        return list(dict.fromkeys(file for part in options["parts"] for file in declared_files(part["source"], part)))
+    return []
 
 
 def hidden_reason(relative: Path) -> str | None:

@@ -6,6 +6,7 @@
 - Chunks, the shards one φ job reads: consecutive shards of one split, named by the first and the last
   ("train-000000-000007" holds train-000000.tar … train-000007.tar).
 - Snapshots, the weights training keeps at a step: "step-000500.pt".
+- Report categories, the analyses in their order: "03 Sparsity" (a run's report and a study's).
 """
 
 from __future__ import annotations
@@ -48,3 +49,13 @@ def chunk_shards(chunk: str) -> list[str]:
 def snapshot_name(step: int) -> str:
     """The file of the weights train keeps at `step` (model/snapshots/)."""
     return f"step-{step:06d}.pt"
+
+
+# The report's categories, in the order of the analysis.
+REPORT_CATEGORIES = ("Data", "Training", "Sparsity", "Stability", "Selectivity", "Subspaces", "Semantics", "Emergence",
+                     "Sampling", "Findings")
+
+
+def report_category(name: str) -> str:
+    """The report lists its categories alphabetically: numbered ("03 Sparsity"), they keep this order."""
+    return f"{REPORT_CATEGORIES.index(name) + 1:02d} {name}"

@@ -35,8 +35,9 @@ DECODING_GROUPS = 6
 # are counted once per block output; the measured slope is ~4.5.
 BASE_MB = {"block_means": 4000, "kmeans": 4000, "emergence_step": 4000}
 DEFAULT_BASE_MB = 1000
-COPIES = {rule: 1.5 for rule in ("sparsity", "stability", "selectivity", "subspaces", "factors", "neighbours",
-                                  "kmeans", "probe", "semantic_scores", "emergence_step")} | {"block_means": 6}
+COPIES = {rule: 1.5 for rule in ("sparsity", "stability", "block_semantics", "selectivity", "subspaces", "factors",
+                                  "neighbours", "kmeans", "probe", "semantic_scores",
+                                  "emergence_step")} | {"block_means": 6}
 
 
 def feature_width(config: dict, features: str) -> int:
@@ -94,6 +95,8 @@ def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_
     if rule == "stability":  # one block's means at every σ; the cosines of every block
         rows = block_images * block_sigmas
         return 2 * rows * 4 * max(blocks) + decoding(rows * len(blocks), block_row) + rows * len(blocks) * OUTPUT_ROW
+    if rule == "block_semantics":
+        return block_semantics_bytes(config) + 2 * manifest  # the manifest, and its scene factors
     if rule in ("selectivity", "subspaces", "factors"):  # φ of every image at one σ, then a boolean per value
         peak, held = reading(config, "phi", n_images)
         return max(peak, held + n_images * feature_width(config, "phi")) + manifest
@@ -123,6 +126,23 @@ def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_
     raise ValueError(f"no memory model for rule {rule!r}")
 
 
+def block_semantics_bytes(config: dict) -> float:
+    """Bytes rule block_semantics holds beside the manifest: the images' pixels; one block's means at every σ
+    (read as stability reads them) and the keys of one block's rows; at one (block, σ) or the pixels, the
+    rows taken (and normalised) and the probe's fit on them, as rule probe's, with as many classes as the
+    scores can keep at most (half the images: a class of one image is left out)."""
+    blocks, images = block_channels(config), config["stats"]["block_means_images"]
+    rows = images * len(set(config["phi"]["sigmas"]) | {config["stats"]["stability_sigma"]})
+    block = (2 * rows * 4 * max(blocks) + decoding(rows * len(blocks), 4 * sum(blocks) / len(blocks))
+             + rows * (META_ROW + OUTPUT_ROW))
+    peak, pixels = reading(config, "pixels", images)
+    width = max(max(blocks), feature_width(config, "pixels"))
+    dims = min(width, PROBE_MAX_DIMS)
+    pca = min(images, PCA_FIT_ROWS) * 4 * width if width > PROBE_MAX_DIMS else 0
+    fit = images * (2 * 4 * width + dims * (4 + 4 + 8)) + pca + 3 * images * (images // 2) * 8
+    return max(peak, pixels + block + fit)
+
+
 def mem_mb(rule: str, config: dict, n_images: int, features: str = "phi", n_classes: int = 0, k: int = 0) -> int:
     """The memory a job of `rule` asks for, in MB."""
     held = held_bytes(rule, config, n_images, features, n_classes, k)
@@ -140,6 +160,23 @@ def phi_minutes(config: dict, images: int, sigmas: list[float]) -> int:
     forwards = images * sum(1 if sigma == 0 else config["phi"]["n_noise"] for sigma in sigmas)
     area = (config["data"]["size"] / 64) ** 2
     return max(10, math.ceil(forwards * area * PHI_SECONDS_PER_FORWARD / 60))
+
+
+# Seconds of the probe's fit per image × feature × class, ~2e-8 measured on 2 busy CPU cores (1,000 images ×
+# 512 features × 100 classes: 0.8 s a fold), with a 3× margin: sizes block_semantics' runtime.
+PROBE_SECONDS_PER_UNIT = 6e-8
+
+
+def block_semantics_minutes(config: dict, n_classes: int) -> int:
+    """Minutes for block_semantics: a k-means and a 5-fold probe per target probed (the label; on the
+    synthetic scenes also the background and foreground) for each block at each σ and the pixels; the
+    probes' fits dominate (n_classes: the labels, 0 until the manifest is written); at least 10."""
+    blocks, images = block_channels(config), config["stats"]["block_means_images"]
+    representations = len(blocks) * len(set(config["phi"]["sigmas"]) | {config["stats"]["stability_sigma"]}) + 1
+    dims = min(PROBE_MAX_DIMS, max(max(blocks), feature_width(config, "pixels")))
+    targets = 3 if config["data"]["source"] == "synthetic" else 1
+    fits = targets * 5 * images * dims * max(n_classes, 2) * PROBE_SECONDS_PER_UNIT
+    return max(10, math.ceil(representations * (fits + 10) / 60))  # + 10 s: the k-means, reading
 
 
 def gist_mem_mb(config: dict, images: int) -> int:

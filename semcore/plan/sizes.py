@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from semcore.plan import inputs
@@ -25,19 +26,35 @@ POINTS_PER_CENTROID, DISTANCE_CHUNK = 256, 1 << 25
 NEIGHBOUR_BATCH = 1024  # images per batch of the nearest-neighbour search in pixels
 
 
-def source_images(data: dict) -> int | None:
+def source_images(data: dict, open_batches: bool = False) -> int | None:
     """The images the source yields at most (inputs below min_size are skipped), where that is known without
-    decoding them (a folder's files are listed): None for ImageNet64 (counting means opening its batches)."""
-    options = data[data["source"]]
-    if data["source"] == "synthetic":
+    decoding them (a folder's files are listed): None for ImageNet64, and a mixture with an ImageNet64 part
+    of no max_images, unless open_batches (counting means opening its batches)."""
+    return images_of(data["source"], data[data["source"]], open_batches)
+
+
+def images_of(source: str, options: dict, open_batches: bool) -> int | None:
+    """source_images of a source (or a mixture's part) and its options."""
+    if source == "synthetic":
         return options["n_images"]
-    if data["source"] == "mnist5k":
+    if source == "mnist5k":
         return MNIST5K_IMAGES
-    if data["source"] == "patches":
+    if source == "patches":
         return options["n_per_image"] * len(options["images"] or inputs.PHOTOGRAPHS)
-    if data["source"] == "folder":
+    if source == "folder":
         return len(inputs.input_files(Path(options["path"])))
-    return None
+    if source == "mixture":
+        counts = [part_images(part, open_batches) for part in options["parts"]]
+        return None if None in counts else sum(counts)
+    return sum(len(np.load(path)["labels"]) for path in options["paths"]) if open_batches else None
+
+
+def part_images(part: dict, open_batches: bool) -> int | None:
+    """The images a mixture's part yields at most: its source's, or its first max_images."""
+    images, cap = images_of(part["source"], part, open_batches), part["max_images"]
+    if cap is None:
+        return images
+    return cap if images is None else min(images, cap)
 
 
 def training_images(manifest_path: str | Path) -> int:
