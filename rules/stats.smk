@@ -74,6 +74,7 @@ rule block_semantics:
     params:
         max_images=config["stats"]["block_means_images"],
         k=config["stats"]["block_semantics_k"],
+        sigmas=config["stats"]["block_semantics_sigmas"] or config["phi"]["sigmas"],
         ks=CLUSTER["ks"],
         normalize=CLUSTER["normalize"],
         n_init=CLUSTER["n_init"],

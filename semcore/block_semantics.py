@@ -42,10 +42,11 @@ IMAGES_PER_CLUSTER = 5  # on average at least, when k is chosen here
 
 @dataclass(frozen=True)
 class Settings:
-    """The rule's params: stats.block_semantics_k (k), cluster.ks, normalize, n_init, max_iter, tol, seed,
+    """The rule's params: stats.block_semantics_k (k), cluster.ks, the σ mapped, normalize, n_init, max_iter, tol, seed,
     probe_max_iter."""
     k: int | None
     ks: list[int]
+    sigmas: list[float]
     normalize: bool = False
     n_init: int = 10
     max_iter: int = 300
@@ -110,11 +111,13 @@ def rows_in_order(found: pd.Series, keys: pd.Index) -> np.ndarray:
     return positions
 
 
-def block_sigma_means(path: str, blocks: list[str], keys: pd.Index) -> Iterator[tuple[str, float, np.ndarray]]:
-    """(block, σ, ā [n, C] of the images `keys`, in their order) of the block-means file, block by block (one
-    block's rows read at a time), σ ascending."""
+def block_sigma_means(path: str, blocks: list[str], sigmas: list[float],
+                      keys: pd.Index) -> Iterator[tuple[str, float, np.ndarray]]:
+    """(block, σ, ā [n, C] of the images `keys`, in their order) of the block-means file at the σ of `sigmas`,
+    block by block (one block's rows read at a time), σ ascending."""
     for block in blocks:
-        table = pq.read_table(path, columns=["key", "sigma", "block", "means"], filters=[("block", "=", block)])
+        table = pq.read_table(path, columns=["key", "sigma", "block", "means"],
+                              filters=[("block", "=", block), ("sigma", "in", sigmas)])
         for _, rows, means in block_arrays(table):
             for sigma, at_sigma in rows.groupby("sigma", sort=True):
                 yield block, float(sigma), means[at_sigma.index.to_numpy()[rows_in_order(at_sigma.key, keys)]]
@@ -136,7 +139,7 @@ def block_semantics_table(path: str, pixel_keys: pd.Series, pixels: np.ndarray, 
     k = clusters_k(settings.k, settings.ks, len(keys))
     frames = [representation_scores(pixels[rows_in_order(pixel_keys, keys)], targets, probed, k, settings)
               .assign(block=PIXELS, block_index=None, sigma=0.0)]
-    for block, sigma, means in block_sigma_means(path, blocks, keys):
+    for block, sigma, means in block_sigma_means(path, blocks, settings.sigmas, keys):
         frames.append(representation_scores(means, targets, probed, k, settings)
                       .assign(block=block, block_index=blocks.index(block), sigma=sigma))
     columns = ["block", "block_index", "sigma", "target", "score", "value", "n_images", "k", "folds"]

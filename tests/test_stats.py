@@ -1,3 +1,4 @@
+import dataclasses
 import inspect
 import re
 import time
@@ -297,8 +298,11 @@ def test_the_block_semantics_map_finds_the_block_that_separates_the_labels(tmp_p
     path = tmp_path / "block_means.parquet"
     keys, factors = write_block_means_with_a_semantic_block(path, rng)
     pixels = rng.normal(size=(len(keys), 48)).astype(np.float32)
-    settings = block_semantics.Settings(k=None, ks=[4, 10], n_init=2, probe_max_iter=200)
+    settings = block_semantics.Settings(k=None, ks=[4, 10], sigmas=[0.1, 0.5], n_init=2, probe_max_iter=200)
     table = block_semantics.block_semantics_table(str(path), keys, pixels, factors, settings)
+    only = block_semantics.block_semantics_table(str(path), keys, pixels, factors,
+                                                 dataclasses.replace(settings, sigmas=[0.1]))
+    assert set(only.sigma) == {0.0, 0.1}  # stats.block_semantics_sigmas: the map at those σ (and the pixels)
 
     assert block_semantics.clusters_k(None, [4, 10], len(keys)) == 4 and table.k.dropna().eq(4).all()
     assert set(table.groupby(["target", "score"]).groups) == {
@@ -333,7 +337,7 @@ def test_the_block_semantics_rule_passes_every_setting_through_params():
     assert params["k"] == 'config["stats"]["block_semantics_k"]'
     assert schema_of("stats.block_semantics_k")["default"] is None
     for name, field in block_semantics.Settings.__dataclass_fields__.items():  # the defaults are the schema's
-        if name not in ("k", "ks"):
+        if name not in ("k", "ks", "sigmas"):
             assert field.default == schema_of(f"cluster.{name}")["default"], name
 
 

@@ -59,7 +59,7 @@ def test_a_study_of_a_finished_run_gathers_it_and_a_new_run_or_a_change_plans_on
         (finished_run / "study.yaml").write_text(yaml.safe_dump({"study": {"name": "tiny-study", "runs": runs}}))
 
     write_study([{"name": "tiny"}])
-    study = ("--configfile", "study.yaml")
+    study = ("--configfile", str(finished_run / "study.yaml"))
     assert planned_jobs(finished_run, *study) == {"compare": len(ANALYSES), "study_findings": 1, "study": 1}
     snakemake(finished_run, *study)
     for analysis, (path, _) in ANALYSES.items():

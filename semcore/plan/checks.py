@@ -63,11 +63,15 @@ def check(config: dict) -> None:
     check_source(data["source"], data[data["source"]], f"data.{data['source']}", min_size(data))
     if config["stats"]["sigma"] not in config["phi"]["sigmas"]:
         raise ConfigError(f"stats.sigma: {config['stats']['sigma']} is not one of phi.sigmas {config['phi']['sigmas']}")
+    mapped = [s for s in config["stats"]["block_semantics_sigmas"] or [] if s not in config["phi"]["sigmas"]]
+    if mapped:
+        raise ConfigError(f"stats.block_semantics_sigmas: {mapped} not in phi.sigmas {config['phi']['sigmas']}")
     missing = [s for s in config["cluster"]["sigmas"] if s not in config["phi"]["sigmas"]]
     if missing:
         raise ConfigError(f"cluster.sigmas: {missing} not in phi.sigmas {config['phi']['sigmas']}")
     check_image_counts(config)
     check_sampling(config)
+    check_cluster_samples(config)
     if config["train"].get("epochs") is None:
         emergence_steps(config, train_images=1)  # the schedule in steps: the steps train keeps are known now
 
@@ -144,21 +148,24 @@ def check_image_counts(config: dict) -> None:
                           f"images: about {round(images * data['test_fraction'])})")
 
 
-
-def check_sampling(config: dict) -> None:
-    """Refuse a σ schedule or ascent that does not descend, a max_steps that would stop an ascent before its
-    designed end at sigma_final, and clusters to sample that k-means does not make."""
-    sample = config["sample"]
-    if sample["schedule"]["sigma_min"] > sample["schedule"]["sigma_max"]:
-        raise ConfigError(f"sample.schedule.sigma_min: {sample['schedule']['sigma_min']} is above sigma_max "
-                          f"{sample['schedule']['sigma_max']} (the schedule descends from sigma_max to sigma_min)")
-    clusters, cluster = sample["clusters"], config["cluster"]
+def check_cluster_samples(config: dict) -> None:
+    """Refuse clusters to sample that k-means does not make, or whose centroids are no φ."""
+    clusters, cluster = config["sample"]["clusters"], config["cluster"]
     if clusters["k"] is not None and clusters["k"] not in cluster["ks"]:
         raise ConfigError(f"sample.clusters.k: {clusters['k']} is not one of cluster.ks {cluster['ks']} (the clusters "
                           "sampled are k-means'; null: the largest of cluster.ks)")
     if clusters["count"] and cluster["normalize"]:
         raise ConfigError("sample.clusters.count: cluster.normalize clusters φ/‖φ‖, whose centroids are no φ a sample "
                           "can match; give 0, or cluster.normalize false")
+
+
+def check_sampling(config: dict) -> None:
+    """Refuse a σ schedule or ascent that does not descend, or a max_steps that would stop an ascent before its
+    designed end at sigma_final (config: its `sample` section is enough, as the `semcore sample` command's)."""
+    sample = config["sample"]
+    if sample["schedule"]["sigma_min"] > sample["schedule"]["sigma_max"]:
+        raise ConfigError(f"sample.schedule.sigma_min: {sample['schedule']['sigma_min']} is above sigma_max "
+                          f"{sample['schedule']['sigma_max']} (the schedule descends from sigma_max to sigma_min)")
     # A preset reaches the second only when valid: the authors' is, and ascent is sample.ascent, checked first.
     for section, ascent in (("sample.ascent", resolved_ascent(sample["ascent"])),
                             ("sample.unconditional", unconditional_sampler(sample)[1])):

@@ -172,7 +172,7 @@ def block_semantics_minutes(config: dict, n_classes: int) -> int:
     synthetic scenes also the background and foreground) for each block at each σ and the pixels; the
     probes' fits dominate (n_classes: the labels, 0 until the manifest is written); at least 10."""
     blocks, images = block_channels(config), config["stats"]["block_means_images"]
-    representations = len(blocks) * len(set(config["phi"]["sigmas"]) | {config["stats"]["stability_sigma"]}) + 1
+    representations = len(blocks) * len(config["stats"]["block_semantics_sigmas"] or config["phi"]["sigmas"]) + 1
     dims = min(PROBE_MAX_DIMS, max(max(blocks), feature_width(config, "pixels")))
     targets = 3 if config["data"]["source"] == "synthetic" else 1
     fits = targets * 5 * images * dims * max(n_classes, 2) * PROBE_SECONDS_PER_UNIT
