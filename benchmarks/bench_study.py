@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from semcore.plan.study import module_name
+
 from bench_dag import REPO, imagenet_workdir
 from sbatch_lines import first_phi_target, stand_in_cluster, submitted
 
@@ -38,7 +40,7 @@ def dry_run(workdir: Path, *args: str) -> tuple[float, dict[str, int]]:
 def per_run(jobs: dict[str, int], runs: list[str]) -> dict[str, int]:
     """Jobs of each run (its rules are named <run>_<rule>) and of the study's own rules."""
     counts = dict.fromkeys([*runs, "study"], 0)
-    modules = sorted(((re.sub(r"\W", "_", run) + "_", run) for run in runs), reverse=True)  # imagenet64_authors_ first
+    modules = sorted(((module_name(run) + "_", run) for run in runs), reverse=True)  # imagenet64_authors_ first
     for rule, n in jobs.items():
         if rule != "total":
             counts[next((run for prefix, run in modules if rule.startswith(prefix)), "study")] += n
@@ -75,7 +77,7 @@ def imagenet_study(root: Path, images: int) -> None:
     jobs = [("phi", run, first_phi_target(workdir, f"results/{run}")) for run in runs]
     jobs += [("train", run, f"results/{run}/model/model.pt") for run in runs]
     for rule, run, target in jobs:
-        job = re.sub(r"\W", "_", run) + f"_{rule}"
+        job = f"{module_name(run)}_{rule}"
         print(f"{job}:\n  {submitted(workdir, profile, target, job, log, env, *study_args)}")
 
 

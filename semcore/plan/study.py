@@ -21,6 +21,11 @@ from semcore.plan.schema import ConfigError, validate
 STUDY_SCHEMA = Path(__file__).parent.parent / "study.schema.yaml"
 
 
+def module_name(run: str) -> str:
+    """The Snakemake module of a run; its rules are named `<module>_<rule>`."""
+    return re.sub(r"\W", "_", run)
+
+
 @dataclass(frozen=True)
 class Run:
     name: str
@@ -28,8 +33,7 @@ class Run:
 
     @property
     def module(self) -> str:
-        """The Snakemake module's name; its rules are named `<module>_<rule>`."""
-        return re.sub(r"\W", "_", self.name)
+        return module_name(self.name)
 
 
 # The analyses set side by side: each run's table (under results/<run>/) and the report category of the
@@ -75,7 +79,7 @@ def study_runs(config: dict) -> list[Run]:
     if len(set(names)) < len(names) or study["name"] in names:
         raise ConfigError(f"study.runs: run names must be unique and differ from study.name {study['name']!r}: "
                           f"{names}")
-    modules = [Run(name, {}).module for name in names]
+    modules = [module_name(name) for name in names]
     if len(set(modules)) < len(modules):
         raise ConfigError(f"study.runs: names that differ only in - and _ are one module's: {names}")
     return [study_run(run, study["base"], f"study.runs[{i}]") for i, run in enumerate(study["runs"])]
