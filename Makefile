@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 NAME   := $(shell sed -n 's/^name: *\([^ #]*\).*/\1/p' config.yaml)
 REPORT := results/$(NAME)/report.html
 
-.PHONY: setup demo readme test bench report-screenshots clean
+.PHONY: setup demo readme test bench report-screenshots explorer-screenshots clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ readme: setup
 report-screenshots: setup
 	$(BIN)/python benchmarks/report_screenshots.py $(REPORT) results/$(NAME)/report_screenshots
 
+# The same for the φ explorer, used as a person uses it (Selenium; Debian: apt-get install chromium chromium-driver).
+explorer-screenshots: setup
+	$(BIN)/python benchmarks/explorer_screenshots.py results/$(NAME)/explorer.html results/$(NAME)/explorer_screenshots
+
 test: setup
 	$(BIN)/python -m pytest tests
 
@@ -45,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sample.py
 	$(BIN)/python benchmarks/bench_dag.py
 	$(BIN)/python benchmarks/bench_study.py
+	$(BIN)/python benchmarks/bench_explorer.py
 
 clean:
 	rm -rf results .snakemake

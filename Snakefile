@@ -34,6 +34,7 @@ else:
     include: "rules/gist.smk"
     include: "rules/emergence.smk"
     include: "rules/findings.smk"
+    include: "rules/explorer.smk"
 
     rule all:
         default_target: True
@@ -58,3 +59,4 @@ else:
             gist_agreement,
             emergence_outputs,
             rules.findings.output,
+            rules.explorer.output,

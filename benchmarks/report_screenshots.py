@@ -14,19 +14,15 @@ Needs Chromium (Debian: `apt-get install chromium`).
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+from browser import BROWSERS, FLAGS, find_chromium
+
 WINDOW = (1400, 2000)
 IMAGES = (".png", ".jpg", ".jpeg", ".svg")
-
-
-def find_chromium() -> str | None:
-    return next(filter(None, map(shutil.which, BROWSERS)), None)
 
 
 def report_data(report: str, name: str) -> dict:
@@ -59,9 +55,7 @@ def screenshot(chromium: str, html: Path, png: Path, timeout: float = 60, tries:
     `timeout` seconds it is killed and tried again."""
     for attempt in range(tries):
         with tempfile.TemporaryDirectory() as profile:
-            cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", "--hide-scrollbars",
+            cmd = [chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
                    "--virtual-time-budget=10000", f"--screenshot={png}", html.resolve().as_uri()]
             try:
                 result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -24,6 +24,9 @@ CLUSTER = config["cluster"]
 SAMPLE = config["sample"]
 GIST = config["gist"]
 FEATURE_SETS = names.feature_set_names(CLUSTER["sigmas"])  # phi-s<σ>, untrained-s<σ>, pixels
+EXPLORER = config["explorer"]
+EXPLORER_SIGMA = CLUSTER["sigmas"][0]  # the explorer shows the clusters and neighbours at the first σ
+EXPLORER_FEATURES = names.feature_set_names([EXPLORER_SIGMA])
 UNCONDITIONAL_START, UNCONDITIONAL_ASCENT = sampler.unconditional_sampler(SAMPLE)
 
 

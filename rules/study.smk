@@ -82,7 +82,39 @@ rule study_findings:
         "../workflow_scripts/study_findings.py"
 
 
+# One explorer page for all the runs: switch run with the image kept (runs of the same images share its
+# thumbnails), to see its neighbours in each run's φ.
+rule study_explorer:
+    input:
+        bundles=[run_rule(run, "explorer_data").output[0] for run in RUNS],
+        code=script_code("explorer"),
+    output:
+        report(
+            f"{STUDY_RESULTS}/explorer.html",
+            caption="../report/explorer_study.rst",
+            category=names.report_category("Explorer"),
+            subcategory="All runs",
+        ),
+    log:
+        f"{STUDY_RESULTS}/logs/study_explorer.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, input: 1000 + 5 * input.size_mb,  # the bundles held ~4 times, as in the run's
+        runtime=10,
+    params:
+        title=f"φ explorer: {STUDY['name']}",
+    script:
+        "../workflow_scripts/explorer.py"
+
+
 # What the study makes: every run's outputs (its rule `all`: files and the input functions that find the
 # rest), then the study's tables and figures.
 RUN_OUTPUTS = [run_rule(run, "all").input for run in RUNS]
-STUDY_OUTPUTS = [expand(rules.compare.output, analysis=ANALYSES), rules.study_findings.output]
+STUDY_OUTPUTS = [
+    expand(rules.compare.output, analysis=ANALYSES),
+    rules.study_findings.output,
+    rules.study_explorer.output,
+]

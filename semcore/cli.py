@@ -2,12 +2,13 @@
 
     semcore info MODEL                          architecture, parameters, receptive fields, training summary
     semcore phi MODEL IMAGES... --sigma S -o OUT.parquet
-    semcore neighbours PHI IMAGE -k 5           nearest neighbours in φ space
+    semcore neighbours PHI IMAGE -k 5           nearest neighbours in φ space, with their files and labels
+    semcore explore results/<name>              the φ explorer page, built with Snakemake if missing, opened
     semcore sample MODEL --target IMAGE -o grid.png
     semcore import-authors FOLDER -o model.pt
 
-Each subcommand is also a plain function: `info`, `phi_of_images` (+ `write_phi_table`), `neighbours`, `sample`,
-`import_authors`. They turn what a user names (files, folders, settings) into the arguments of the functions the
+Each subcommand is also a plain function: `info`, `phi_of_images` (+ `write_phi_table`), `neighbours`, `explore`,
+`sample`, `import_authors`. They turn what a user names (files, folders, settings) into the arguments of the functions the
 workflow's scripts call, and call them: semcore.phi.phi_of_images (φ of given images), semcore.cluster.
 nearest_in_chunks (the nearest-φ search, one φ file at a time), semcore.sample.sample_images and score (self-guided
 samples and their φ error). MODEL is a model.pt this package wrote or the authors' folder (or their model.pt).
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import subprocess
 import sys
+import webbrowser
 from dataclasses import asdict
 from pathlib import Path
 
@@ -333,9 +336,52 @@ def neighbours(phi_dir, image, k: int = 5, sigma: float | None = None, model=Non
     if query is None:
         query = _phi_of_file(phi_dir, files, image, sigma, model, size, device)
     found = nearest_in_chunks(query[None], _phi_rows(files, sigma, len(query)), k)
-    table = found[["rank", "key", "label", "distance"]]
+    table = found.assign(**_files_and_label_names(phi_dir, files, found))
+    table = table[["rank", "key", "file", "label", "label_name", "distance"]]
     table.attrs["sigma"] = sigma
     return table
+
+
+def _files_and_label_names(phi_dir, files: list[Path], found: pd.DataFrame) -> dict:
+    """Each neighbour's image file and label name: from the run's manifest when the φ lies in a workflow run;
+    else the key is the file (`semcore phi` keys images by path) and the label names are the table's
+    metadata ("" where there are none)."""
+    run = run_folder(phi_dir)
+    if run is not None and (run / "manifest.parquet").is_file():
+        rows = pd.read_parquet(run / "manifest.parquet", columns=["key", "origin", "label_name"])
+        rows = rows.drop_duplicates("key").set_index("key").reindex(found.key).fillna("")
+        return {"file": rows.origin.to_numpy(), "label_name": rows.label_name.to_numpy()}
+    names = [name for name in phi.stored_metadata(files[0]).get("label_names", "").split(",") if name]
+    return {"file": [key if Path(key).is_file() else "" for key in found.key],
+            "label_name": [names[label] if 0 <= label < len(names) else "" for label in found.label]}
+
+
+# --- explorer --------------------------------------------------------------------------------------------------
+
+def explore(run, cores: str = "all") -> Path:
+    """The φ explorer page of a workflow run (results/<name>/explorer.html), built when missing: Snakemake makes
+    that target with the run's config (results/<name>/config.yaml), in the folder that holds results/, with
+    the workflow found there (Snakefile or workflow/Snakefile, as Snakemake looks) or else this checkout's.
+    A study's page (results/<study>/explorer.html) is found, not built: the study's file builds it."""
+    run = Path(run)
+    page = run / "explorer.html"
+    if page.is_file():
+        return page
+    config = run / "config.yaml"
+    if not config.is_file():
+        raise CommandError(f"{run}: no explorer.html and no config.yaml to build it with (not a workflow run; "
+                           f"a study's page is built by `snakemake --configfile <study.yaml>`)")
+    name = yaml.safe_load(config.read_text()).get("name")
+    workdir = run.resolve().parent.parent
+    if run.resolve() != workdir / "results" / str(name):
+        raise CommandError(f"{config}: its name is {name!r}, but the run is {run} (expected results/{name})")
+    command = [sys.executable, "-m", "snakemake", "--cores", cores, "--configfile", str(config.resolve())]
+    if not any((workdir / path).is_file() for path in ("Snakefile", "snakefile", "workflow/Snakefile")):
+        command += ["--snakefile", str(Path(__file__).resolve().parents[1] / "Snakefile")]
+    print(f"building {page} with Snakemake in {workdir}", file=sys.stderr)
+    if subprocess.run([*command, "--", f"results/{name}/explorer.html"], cwd=workdir).returncode != 0:
+        raise CommandError(f"snakemake could not build {page} (its messages are above)")
+    return page
 
 
 # --- self-guided sampling --------------------------------------------------------------------------------------
@@ -466,6 +512,13 @@ def _run_neighbours(args) -> None:
     print(table.to_string(index=False))
 
 
+def _run_explore(args) -> None:
+    page = explore(args.folder, cores=args.cores)
+    print(page)
+    if not args.no_open and not webbrowser.open(page.resolve().as_uri()):
+        print("no browser to open it here: open the file in one (it needs no network)", file=sys.stderr)
+
+
 def _settings(pairs: list[str]) -> dict:
     """--set KEY=VALUE pairs (dotted keys, YAML values) as a nested dict."""
     settings = {}
@@ -560,9 +613,10 @@ def _add_phi(commands) -> None:
 def _add_neighbours(commands) -> None:
     sub = _command(commands, "neighbours", _run_neighbours, "nearest neighbours in φ space",
                    "The images nearest to IMAGE in φ space, from a workflow φ directory (results/<name>/phi) or\n"
-                   "a file of `semcore phi`: rank (0 first), key, label, distance. IMAGE is a key of the table\n"
-                   "or an image file, whose φ is computed with the model the table's metadata names (or\n"
-                   "--model), its n_noise and seed. An image in the table is its own nearest, at distance 0.",
+                   "a file of `semcore phi`: rank (0 first), key, image file, label and its name, distance.\n"
+                   "IMAGE is a key of the table or an image file, whose φ is computed with the model the\n"
+                   "table's metadata names (or --model), its n_noise and seed. An image in the table is its\n"
+                   "own nearest, at distance 0.",
                    "semcore neighbours results/demo/phi file_0123abcd -k 8 --sigma 0.3")
     sub.add_argument("phi", metavar="PHI_DIR", help="a φ directory or file")
     sub.add_argument("image", metavar="IMAGE", help="a key of the φ table, or an image file")
@@ -572,6 +626,17 @@ def _add_neighbours(commands) -> None:
     sub.add_argument("--model", help="the model for an image file (default: the one the table's metadata names)")
     _size_option(sub, "the size `semcore phi` recorded, or the run's images', or the image's own")
     _device_option(sub)
+
+
+def _add_explore(commands) -> None:
+    sub = _command(commands, "explore", _run_explore, "the φ explorer page of a run, built if missing, opened",
+                   "Open results/<name>/explorer.html in the browser: every clustered image on a map of φ, its\n"
+                   "nearest neighbours in φ, pixels and untrained φ, its channels, clusters and samples. When\n"
+                   "the page is missing, Snakemake builds it (and what it needs) with the run's config.",
+                   "semcore explore results/demo")
+    sub.add_argument("folder", metavar="RUN", help="a workflow run's folder, results/<name> (or a study's)")
+    sub.add_argument("--cores", default="all", help="Snakemake's --cores when it builds (default: %(default)s)")
+    sub.add_argument("--no-open", action="store_true", help="print the page's path only")
 
 
 def _add_sample(commands) -> None:
@@ -620,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  semcore info results/demo/model/model.pt\n  semcore neighbours results/demo/phi "
                "photo.png -k 8\n\n`semcore COMMAND --help` tells more.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_info, _add_phi, _add_neighbours, _add_sample, _add_import):
+    for add in (_add_info, _add_phi, _add_neighbours, _add_explore, _add_sample, _add_import):
         add(commands)
     return parser
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from semcore.plan.sizes import DISTANCE_CHUNK, POINTS_PER_CENTROID
+from semcore.plan.sizes import CANDIDATE_MARGIN, DISTANCE_CHUNK, POINTS_PER_CENTROID, neighbour_block
 from semcore.progress import progress
 
 
@@ -180,24 +180,30 @@ def nearest_neighbours(queries: np.ndarray, data: np.ndarray, n_neighbours: int,
 
 
 def nearest_in_chunks(queries: np.ndarray, chunks, k: int, exclude: np.ndarray | None = None,
-                      device: str | torch.device = "cpu") -> pd.DataFrame:
+                      device: str | torch.device = "cpu", centred: bool = False) -> pd.DataFrame:
     """Each query's k nearest rows of data read a chunk at a time: `chunks` yields (meta table, rows [n, C]),
     and memory holds one chunk and the best rows so far, never the data (a training set's φ, its pixels).
 
     Returns one row per query and neighbour, nearest first: query (its index), rank (0 first), row (counted
     over all the chunks), distance (Euclidean, float64) and the neighbour's columns of meta. exclude[i] is the
-    row (counted likewise) that query i is, or -1: never its own neighbour. Candidates are chosen by
-    nearest_neighbours; their distances are recomputed in float64 (the expansion is ~1e-5 off for equal
-    rows), so that a row equal to the query is at distance 0."""
+    row (counted likewise) that query i is, or -1: never its own neighbour.
+
+    Candidates are chosen by nearest_neighbours in float32, the rows shifted by the queries' mean: the
+    expansion's rounding is then relative to the rows' spread, not to their norms (φ of a barely trained
+    network differs between images by 1e-5 of its norm, where unshifted float32 ranks by noise). A few
+    more than k are kept, their distances recomputed in float64, so that near-ties are ordered exactly and
+    a row equal to the query is at distance 0. centred: the rows are shifted already (no copy of a chunk)."""
     queries = np.asarray(queries, dtype=np.float32)
+    shift = 0 if centred else queries.mean(axis=0, dtype=np.float64).astype(np.float32)
     best, offset = None, 0  # best: {column: [queries, ≤ k]}
     for meta, x in chunks:
         inside = None if exclude is None else (exclude >= offset) & (exclude < offset + len(x))
         own = None if exclude is None else np.where(inside, exclude - offset, -1)
-        found, _ = nearest_neighbours(queries, x, min(k, len(x)), exclude_self=own, device=device)
+        found, _ = nearest_neighbours(queries - shift, x if centred else x - shift, min(k + CANDIDATE_MARGIN, len(x)),
+                                      exclude_self=own, device=device)
         distance = np.linalg.norm(x[found].astype(np.float64) - queries[:, None].astype(np.float64), axis=2)
         if own is not None:
-            distance[found == own[:, None]] = np.inf  # a chunk of at most k rows: the query itself is among them
+            distance[found == own[:, None]] = np.inf  # a chunk of few rows: the query itself is among them
         columns = {"row": found + offset, "distance": distance} | {name: meta[name].to_numpy()[found] for name in meta}
         if best is not None:
             columns = {name: np.hstack([best[name], values]) for name, values in columns.items()}
@@ -215,3 +221,20 @@ def normalized(phi: np.ndarray) -> np.ndarray:
     """φ / ‖φ‖ per row (a zero row stays zero): clusters by direction, not by magnitude."""
     norms = np.linalg.norm(phi, axis=1, keepdims=True)
     return np.divide(phi, norms, out=np.zeros_like(phi), where=norms > 0)
+
+
+def neighbour_graph(x: np.ndarray, k: int, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(rows [n, k], Euclidean distances [n, k]) of each row's k nearest other rows of x, nearest first, exact:
+    nearest_in_chunks (the neighbours rule's search) on x centred once, a block of queries at a time."""
+    if not 1 <= k < len(x):
+        raise ValueError(f"explorer.neighbours: {k} neighbours need more than {k} images; there are {len(x)}")
+    x = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    rows, step = np.arange(len(x)), neighbour_block(len(x), k, x.shape[1])
+    no_columns = pd.DataFrame(index=rows)
+    found, distances = np.empty((len(x), k), np.int64), np.empty((len(x), k), np.float64)
+    for start in range(0, len(x), step):
+        block = rows[start:start + step]
+        table = nearest_in_chunks(x[block], [(no_columns, x)], k, exclude=block, device=device, centred=True)
+        found[block] = table["row"].to_numpy().reshape(len(block), k)
+        distances[block] = table["distance"].to_numpy().reshape(len(block), k)
+    return found, distances

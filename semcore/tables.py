@@ -35,6 +35,8 @@ SUBSPACE_HELDOUT = pa.schema([("kind", STRING), ("group", INT), ("key", STRING),
 ASSIGNMENTS = pa.schema([("key", STRING), ("split", STRING), ("label", INT), ("cluster", INT), ("distance", FLOAT)])
 NEIGHBOURS = pa.schema([("query", STRING), ("space", STRING), ("rank", INT), ("neighbour", STRING),
                         ("distance", FLOAT), ("same_label", BOOL)])
+EMBEDDING = pa.schema([("key", STRING), ("pca_x", FLOAT), ("pca_y", FLOAT), ("tsne_x", FLOAT), ("tsne_y", FLOAT)])
+NEIGHBOUR_GRAPH = pa.schema([("key", STRING), ("rank", INT), ("neighbour", STRING), ("distance", FLOAT)])
 PROBE_PREDICTIONS = pa.schema([("target", STRING), ("key", STRING), ("correct", BOOL)])
 PROBE_ACCURACY = pa.schema([("features", STRING), ("target", STRING), ("metric", STRING), ("value", DOUBLE)])
 SEMANTIC_SCORES = pa.schema([("features", STRING), ("representation", STRING), ("sigma", DOUBLE), ("method", STRING),

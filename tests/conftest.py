@@ -104,3 +104,21 @@ def skip_loudly(message: str, opt_out: str | None = None):
     warnings.warn(message)
     print(f"\n*** {message} ***", file=sys.stderr)
     pytest.skip(message)
+
+
+def debian_packages(packages: list[str], present, what: str) -> None:
+    """Installs Debian's `packages` with apt-get unless present() already holds (root and apt-get needed;
+    cached packages first, then with fresh package lists); where they cannot be installed, `what` is
+    skipped loudly."""
+    if present():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        skip_loudly(f"{what} NOT TESTED: {' '.join(packages)} not installed, and apt-get cannot install them here "
+                    "(not root, or no apt-get)")
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    for steps in ([install], [["apt-get", "update", "-q"], install]):
+        if all(subprocess.run(step, capture_output=True, env=env, timeout=900).returncode == 0 for step in steps):
+            break
+    if not present():
+        skip_loudly(f"{what} NOT TESTED: `apt-get install {' '.join(packages)}` failed")

@@ -102,6 +102,7 @@ def test_neighbours(setup, tmp_path, capsys):
     table = cli.neighbours(out, key, k=3)
     assert table.attrs["sigma"] == 0.1  # the smallest σ > 0
     assert table.key.iloc[0] == key and table.distance.iloc[0] == 0 and table["rank"].tolist() == [0, 1, 2]
+    assert table.file.iloc[0] == key and table.label_name.iloc[0] == "reds"  # the sub-folder names the label
     assert (np.diff(table.distance) >= 0).all()
     # An image file that is no key: its φ computed with the model the metadata names, at the recorded size.
     copy = tmp_path / "copy.png"
@@ -110,7 +111,7 @@ def test_neighbours(setup, tmp_path, capsys):
     assert again.key.iloc[0] == key and again.distance.iloc[0] == 0
     run("neighbours", out, key, "-k", 2, "--sigma", 0)
     printed = capsys.readouterr().out
-    assert "σ 0" in printed and "rank" in printed and key in printed
+    assert "σ 0" in printed and "rank" in printed and key in printed and "reds" in printed
 
 
 def test_sample(setup, tmp_path, capsys):
@@ -216,7 +217,7 @@ def test_installed_command_help(capsys):
     semcore = Path(sys.executable).with_name("semcore")
     result = subprocess.run([semcore, "--help"], capture_output=True, text=True, check=True)
     assert "example:" in result.stdout and "usage: semcore" in result.stdout
-    for command in ("info", "phi", "neighbours", "sample", "import-authors"):
+    for command in ("info", "phi", "neighbours", "explore", "sample", "import-authors"):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         printed = capsys.readouterr().out

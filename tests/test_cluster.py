@@ -57,6 +57,18 @@ def test_nearest_neighbours_match_brute_force_and_never_return_the_query():
     np.testing.assert_allclose(distances, np.sort(brute, axis=1)[:, :4], rtol=1e-4)
 
 
+def test_the_chunked_search_ranks_rows_that_differ_by_a_millionth_of_their_norm():
+    """φ of a barely trained network: all images alike to 1e-6 of φ's norm. Unshifted float32 ranked by noise."""
+    rng = np.random.default_rng(3)
+    x = (100 + 1e-4 * rng.normal(size=(300, 16))).astype(np.float32)
+    queries = np.array([0, 5, 299])
+    chunks = [(pd.DataFrame(index=range(100)), x[start:start + 100]) for start in range(0, 300, 100)]
+    found = cluster.nearest_in_chunks(x[queries], chunks, 5, exclude=queries)
+    brute = np.linalg.norm(x[queries, None].astype(np.float64) - x[None].astype(np.float64), axis=2)
+    brute[np.arange(3), queries] = np.inf
+    np.testing.assert_array_equal(found["row"].to_numpy().reshape(3, 5), np.argsort(brute, axis=1)[:, :5])
+
+
 def test_normalized_rows_have_unit_norm_and_zero_stays_zero():
     phi = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
     np.testing.assert_allclose(cluster.normalized(phi), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)

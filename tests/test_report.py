@@ -4,8 +4,6 @@ analysis, and every figure and table of the run; rendered by headless Chromium, 
 Chromium is installed with apt-get when missing (root and apt-get needed; Debian's package). Where it
 cannot be, the rendering test is skipped saying why; where CI is set, it fails instead.
 """
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ import conftest
 from conftest import REPO, snakemake
 
 CATEGORIES = ["Data", "Training", "Sparsity", "Stability", "Selectivity", "Subspaces", "Semantics", "Emergence",
-              "Sampling", "Findings"]
+              "Sampling", "Findings", "Explorer"]
 SCREENSHOTS = REPO / "benchmarks" / "report_screenshots.py"
 
 
@@ -43,27 +41,13 @@ def test_report_names_every_category_and_figure(report, finished_run):
     assert not missing, f"in the run, not in the report: {missing}"
 
 
-def skip_loudly(reason: str):
-    conftest.skip_loudly(f"report rendering NOT TESTED: {reason}")
-
-
 @pytest.fixture(scope="module")
 def chromium():
     """Chromium, installed with apt-get (Debian's package) when missing."""
     sys.path.insert(0, str(SCREENSHOTS.parent))
-    from report_screenshots import find_chromium
+    from browser import find_chromium
 
-    if find_chromium() is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            skip_loudly("chromium not installed, and apt-get cannot install it here (not root, or no apt-get)")
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-        # Cached packages install offline; otherwise the package lists first.
-        for cmd in ([install], [["apt-get", "update", "-q"], install]):
-            if all(subprocess.run(step, capture_output=True, env=env, timeout=600).returncode == 0 for step in cmd):
-                break
-        if find_chromium() is None:
-            skip_loudly("`apt-get install chromium` failed")
+    conftest.debian_packages(["chromium"], lambda: find_chromium() is not None, "report rendering")
     return find_chromium()
 
 

@@ -14,7 +14,7 @@ from semcore.plan.study import ANALYSES, merged, study_runs
 
 from conftest import REPO, TINY_CONFIG, planned_jobs, snakemake
 
-STUDY_RULES = {"compare", "study_findings", "study"}
+STUDY_RULES = {"compare", "study_findings", "study_explorer", "study"}
 
 
 def study_file(tmp_path, runs, base=TINY_CONFIG) -> dict:
@@ -60,7 +60,7 @@ def test_a_study_of_a_finished_run_gathers_it_and_a_new_run_or_a_change_plans_on
 
     write_study([{"name": "tiny"}])
     study = ("--configfile", str(finished_run / "study.yaml"))
-    assert planned_jobs(finished_run, *study) == {"compare": len(ANALYSES), "study_findings": 1, "study": 1}
+    assert planned_jobs(finished_run, *study) == {"compare": len(ANALYSES)} | dict.fromkeys(STUDY_RULES - {"compare"}, 1)
     snakemake(finished_run, *study)
     for analysis, (path, _) in ANALYSES.items():
         table = pd.read_parquet(finished_run / f"results/tiny-study/{analysis}.parquet")
@@ -70,6 +70,9 @@ def test_a_study_of_a_finished_run_gathers_it_and_a_new_run_or_a_change_plans_on
         assert (finished_run / f"results/tiny-study/figures/{analysis}.png").stat().st_size > 10_000
     assert "holds" in (finished_run / "results/tiny-study/findings.html").read_text() or "undecided" in (
         finished_run / "results/tiny-study/findings.html").read_text()
+    # The study's explorer holds the run's bundle as the run's own page does.
+    explorer = (finished_run / "results/tiny-study/explorer.html").read_text()
+    assert '"name":"tiny"' in explorer and "φ explorer: tiny-study" in explorer
 
     write_study([{"name": "tiny"}, {"name": "tiny-shallow", "set": {"model": {"mid_convs": 1}}}])
     added = planned_jobs(finished_run, *study)

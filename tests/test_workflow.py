@@ -181,7 +181,13 @@ def test_a_finished_run_plans_nothing_and_a_change_plans_only_what_depends_on_it
         write_config(finished_run, tiny_config)
         assert planned_jobs(finished_run) == {"all": 1, "kmeans": 3, "semantic_scores": 1, "emergence_step": 3,
                                               "emergence": 1, "findings": 1, "run_config": 1, "sample_clusters": 1,
-                                              "block_semantics": 1}  # its k: the smallest of cluster.ks
+                                              "block_semantics": 1,  # its k: the smallest of cluster.ks
+                                              "explorer_data": 1, "explorer": 1}  # the clusters it shows
+        tiny_config["cluster"]["ks"] = TINY_CONFIG["cluster"]["ks"]
+        tiny_config["explorer"] = {"perplexity": 10}
+        write_config(finished_run, tiny_config)
+        assert planned_jobs(finished_run) == {"all": 1, "embedding": 1, "explorer_data": 1, "explorer": 1,
+                                              "run_config": 1}
         tiny_config["train"]["lr"] = 5e-4
         write_config(finished_run, tiny_config)
         planned = planned_jobs(finished_run)
@@ -241,8 +247,11 @@ def test_editing_a_semcore_module_replans_exactly_the_rules_whose_scripts_import
     listed = [*dry_run_jobs(finished_run, "--forcerun", *sorted(set(imports) - {"shard"})),
               *dry_run_jobs(finished_run, "--forcerun", "shard")]
     for rule, inputs, _ in listed:
-        declared = {module_of(Path(i), workflow) for i in inputs if Path(i).is_relative_to(workflow / "semcore")}
+        code = [Path(i) for i in inputs if Path(i).is_relative_to(workflow / "semcore")]
+        declared = {module_of(path, workflow) for path in code if path.suffix == ".py"}
         assert declared == imports.get(rule, set()), rule
+        # and the files a module reads: the explorer's page template, style and script
+        assert ("semcore.explorer" in declared) == (workflow / "semcore" / "web" / "explorer.js" in code), rule
     assert set(imports) <= {rule for rule, _, _ in listed}
     # Snakemake replans a job whose declared code changed: editing a module of each layer replans the rules
     # that import it; a rule that does not is replanned only below one that reruns (whose rerun hides, in

@@ -10,6 +10,9 @@ import ast
 import functools
 from pathlib import Path
 
+# Files a module reads when it runs (no import finds them): the explorer's page template, style and script.
+MODULE_DATA = {Path("semcore/explorer.py"): Path("semcore/web")}
+
 
 @functools.cache
 def semcore_imports(path: Path, root: Path) -> tuple[Path, ...]:
@@ -33,7 +36,8 @@ def semcore_imports(path: Path, root: Path) -> tuple[Path, ...]:
 
 
 def script_code(root: str | Path, script: str) -> list[str]:
-    """workflow_scripts/<script>.py and every semcore file it imports, transitively, under `root`."""
+    """workflow_scripts/<script>.py and every semcore file it imports, transitively, under `root`, with the
+    files those modules read (MODULE_DATA)."""
     root = Path(root)
     todo, seen = [root / "workflow_scripts" / f"{script}.py"], set()
     while todo:
@@ -41,4 +45,7 @@ def script_code(root: str | Path, script: str) -> list[str]:
         if path not in seen:
             seen.add(path)
             todo += semcore_imports(path, root)
+    for module, folder in MODULE_DATA.items():
+        if root / module in seen:
+            seen.update(path for path in (root / folder).iterdir() if path.is_file())
     return sorted(str(p) for p in seen)

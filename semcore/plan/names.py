@@ -53,7 +53,7 @@ def snapshot_name(step: int) -> str:
 
 # The report's categories, in the order of the analysis.
 REPORT_CATEGORIES = ("Data", "Training", "Sparsity", "Stability", "Selectivity", "Subspaces", "Semantics", "Emergence",
-                     "Sampling", "Findings")
+                     "Sampling", "Findings", "Explorer")
 
 
 def report_category(name: str) -> str:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 
 from semcore.plan.sizes import (
+    CANDIDATE_MARGIN,
     DISTANCE_CHUNK,
     NEIGHBOUR_BATCH,
     PCA_FIT_ROWS,
     POINTS_PER_CENTROID,
     PROBE_MAX_DIMS,
     ROWS_PER_GROUP,
+    explorer_images,
+    neighbour_block,
 )
 
 MB = 2**20
@@ -37,7 +40,8 @@ BASE_MB = {"block_means": 4000, "kmeans": 4000, "emergence_step": 4000}
 DEFAULT_BASE_MB = 1000
 COPIES = {rule: 1.5 for rule in ("sparsity", "stability", "block_semantics", "selectivity", "subspaces", "factors",
                                   "neighbours", "kmeans", "probe", "semantic_scores",
-                                  "emergence_step")} | {"block_means": 6}
+                                  "emergence_step", "neighbour_graph", "embedding", "explorer_data",
+                                  "explorer")} | {"block_means": 6}
 
 
 def feature_width(config: dict, features: str) -> int:
@@ -104,6 +108,8 @@ def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_
         file_rows = min(n, config["phi"]["shards_per_job"] * config["data"]["samples_per_shard"])
         batch = max(reading(config, "phi", file_rows)[0], reading(config, "pixels", min(n, NEIGHBOUR_BATCH))[0])
         return batch + n * META_ROW + manifest
+    if rule in ("neighbour_graph", "embedding", "explorer_data", "explorer"):
+        return explorer_bytes(rule, config, min(n, explorer_images(config) or n), features) + manifest
     peak, held = reading(config, features, n)
     width = feature_width(config, features)
     if rule == "kmeans":  # the restarts' sample (a copy when smaller than the data), norms, labels, distances
@@ -124,6 +130,32 @@ def held_bytes(rule: str, config: dict, n_images: int, features: str = "phi", n_
             return 0
         return config["phi"]["batch_images"] * config["phi"]["n_noise"] * activation_bytes(config)
     raise ValueError(f"no memory model for rule {rule!r}")
+
+
+def explorer_bytes(rule: str, config: dict, n: int, features: str) -> float:
+    """Bytes the explorer's rules hold for n mapped images (semcore.explorer). neighbour_graph: the features,
+    a block of distances and its candidates' rows in float64 (sizes.neighbour_block); embedding: φ in float64 and t-SNE's 3 ×
+    perplexity neighbours per image; explorer_data: φ, its quantised and active copies and the bundle
+    three times (its arrays, their base64, the JSON); explorer: the bundle four times (the file, the parsed
+    bundle, the JSON in the page, the page)."""
+    peak, held = reading(config, features, n)
+    width, explorer = feature_width(config, features), config["explorer"]
+    if rule == "neighbour_graph":  # and the features centred: a copy
+        block, candidates = neighbour_block(n, explorer["neighbours"], width), explorer["neighbours"] + CANDIDATE_MARGIN
+        return max(peak, 2 * held + 2 * 4 * block * n + block * candidates * width * 20)
+    if rule == "embedding":
+        return max(peak, held + n * (8 * width + 3 * explorer["perplexity"] * 24))
+    bundle = explorer_bundle_bytes(config, n)  # explorer_data and explorer
+    return max(peak, held + 2 * n * width + 3 * bundle) if rule == "explorer_data" else 4 * bundle
+
+
+def explorer_bundle_bytes(config: dict, n: int) -> float:
+    """The bytes of a run's explorer bundle (and so of its page): per image, in base64, φ quantised to a
+    byte a channel, each space's neighbours (rows and distances), the map's coordinates and colourings; its
+    key and file name; its thumbnail (WebP at ~0.5 byte a pixel, measured on noisy 32 × 32 images)."""
+    explorer = config["explorer"]
+    packed = config["model"]["channels"][-1] + 3 * explorer["neighbours"] * 8 + 4 * (4 + len(config["cluster"]["ks"]) + 2)
+    return n * (4 / 3 * packed + 200 + explorer["thumbnail"] ** 2 / 2)
 
 
 def block_semantics_bytes(config: dict) -> float:

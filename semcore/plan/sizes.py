@@ -85,3 +85,20 @@ def emergence_steps(config: dict, train_images: int) -> list[int]:
                           f"{train.snapshot_every}, {train.steps} steps: {kept})")
     return sorted(set(steps))
 
+
+
+def explorer_images(config: dict) -> int | None:
+    """Images on the explorer's map: the first explorer.max_images of the clustered ones (None: all)."""
+    limits = [n for n in (config["explorer"]["max_images"], config["cluster"]["max_images"]) if n]
+    return min(limits) if limits else None
+
+
+# Candidates beyond k that a chunk of the nearest-neighbour search offers, ranked again in float64.
+CANDIDATE_MARGIN = 8
+
+
+def neighbour_block(n: int, k: int, width: int) -> int:
+    """Queries at a time in the explorer's neighbour search of n rows of `width` values: its distances to
+    all rows (n floats each) and its candidates' rows in float64 (with their difference to the query,
+    ~20 bytes a value) stay within DISTANCE_CHUNK floats."""
+    return max(1, DISTANCE_CHUNK // max(n, 5 * (k + CANDIDATE_MARGIN) * width))
