@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semcore import explorer, sources
+from semcore import explorer, explorer_page, sources
 from semcore.cluster import neighbour_graph
 from semcore.embedding import embedding
 
@@ -87,7 +87,7 @@ def main() -> None:
         "synthetic", meta, phi, manifest, maps, {"phi-s0.1": (found, distances)}, assignments, channels, thumbnails,
         pd.DataFrame(columns=["key", "png", "phi_error"]), sigma=0.1, active_fraction=0.1, members=24,
         channel_images=12))
-    html = timed("page", lambda: explorer.page([bundle], f"φ explorer: {args.images:,} synthetic images"))
+    html = timed("page", lambda: explorer_page.page([bundle], f"φ explorer: {args.images:,} synthetic images"))
     args.out.write_text(html, encoding="utf-8")
 
     sizes = {"thumbnails": sum(len(s) for s in thumbnails["sheets"]),

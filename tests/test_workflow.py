@@ -251,7 +251,7 @@ def test_editing_a_semcore_module_replans_exactly_the_rules_whose_scripts_import
         declared = {module_of(path, workflow) for path in code if path.suffix == ".py"}
         assert declared == imports.get(rule, set()), rule
         # and the files a module reads: the explorer's page template, style and script
-        assert ("semcore.explorer" in declared) == (workflow / "semcore" / "web" / "explorer.js" in code), rule
+        assert ("semcore.explorer_page" in declared) == (workflow / "semcore" / "web" / "explorer.js" in code), rule
     assert set(imports) <= {rule for rule, _, _ in listed}
     # Snakemake replans a job whose declared code changed: editing a module of each layer replans the rules
     # that import it; a rule that does not is replanned only below one that reruns (whose rerun hides, in

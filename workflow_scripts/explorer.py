@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from semcore.explorer import page
+from semcore.explorer_page import page
 from semcore.files import atomic
 from semcore.joblog import job_log
 

@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 
 # Files a module reads when it runs (no import finds them): the explorer's page template, style and script.
-MODULE_DATA = {Path("semcore/explorer.py"): Path("semcore/web")}
+MODULE_DATA = {Path("semcore/explorer_page.py"): Path("semcore/web")}
 
 
 @functools.cache

@@ -32,6 +32,7 @@ const semcore = (() => {
     return `var(--sheet-${id})`;
   }
 
+  const short = (x) => (x !== 0 && Math.abs(x) < 0.01 ? x.toExponential(1) : x.toPrecision(2));  // fits 50 px
   const escape = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const run = () => state.run;
   const labelOf = (row) => run().colourings[0].names[state.labels[row]];
@@ -58,6 +59,7 @@ const semcore = (() => {
 
   // The map: positions, colours, and rings around the chosen image (red) and its neighbours in φ (black).
   async function drawMap() {
+    $("tooltip").hidden = true;
     const map = run().maps[$("map").value];
     const [x, y] = await Promise.all([array(map.x), array(map.y)]);
     state.models.points.data = {x, y, colour: state.colour || new Float32Array(x.length)};
@@ -158,7 +160,7 @@ const semcore = (() => {
       const same = rows.filter((n) => labelOf(n) === labelOf(row)).length;
       sections.push(`<section class="neighbours" data-space="${escape(space.space)}">` +
         `<h3>Nearest in ${escape(space.title)} <small>${same} of ${k} share its label</small></h3>` +
-        figures(rows, (n, i) => `d ${distances[row * k + i].toPrecision(2)}`) + "</section>");
+        figures(rows, (n, i) => `d ${short(distances[row * k + i])}`) + "</section>");
     }
     $("neighbours").innerHTML = sections.join("");
     await showChannels(row);
@@ -272,7 +274,14 @@ const semcore = (() => {
     await recolour();
     await drawMap();
     const row = key === null ? -1 : r.keys.indexOf(key);
-    if (row >= 0) await select(row);
+    if (row >= 0) {
+      await select(row);
+    } else {  // this run does not map the chosen image: an empty panel
+      for (const id of ["image", "neighbours", "clusters", "samples", "found"]) $(id).innerHTML = "";
+      $("channels").hidden = true;
+      $("hint").hidden = false;
+      delete document.body.dataset.selected;
+    }
     $("status").textContent = `${r.count.toLocaleString("en")} images · φ at σ = ${r.sigma}`;
   }
 
