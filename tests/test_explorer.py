@@ -114,8 +114,9 @@ def browser():
 
 def test_clicking_a_point_shows_the_workflows_neighbours_and_a_colouring_changes_the_legend(
         browser, tiny_explorer, tmp_path):
-    import explorer_screenshots as page
     from selenium.webdriver.common.by import By
+
+    import explorer_screenshots as page
 
     page.open_page(browser, tiny_explorer / "explorer.html")
     label_legend = page.colour_by(browser, "label")
