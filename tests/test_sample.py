@@ -483,8 +483,10 @@ def test_changing_a_sampler_parameter_reruns_only_sampling(finished_run, tiny_co
     try:
         tiny_config["sample"]["matching"]["lr"] = 0.02
         write_config(finished_run, tiny_config)
-        # the samples' table and what reads it; the run's config.yaml, rewritten at any change
-        after = {"sample_summary": 1, "gist_scores": 1, "findings": 1, "run_config": 1}
+        # the samples' table and what reads it (the explorer shows the targets' samples); the run's config.yaml,
+        # rewritten at any change
+        after = {"sample_summary": 1, "gist_scores": 1, "findings": 1, "explorer_data": 1, "explorer": 1,
+                 "run_config": 1}
         assert planned_by_the_change() == {"sample": 2, "sample_clusters": 1, **after}
         tiny_config["sample"]["ascent"]["beta"] = 0.4
         write_config(finished_run, tiny_config)

@@ -45,6 +45,8 @@ SCHEMAS = {
     "samples/samples.parquet": tables.samples_schema,
     "samples/*/batch-*.parquet": tables.samples_schema,
     "samples/clusters.parquet": tables.cluster_samples_schema,
+    "explorer/embedding.parquet": tables.EMBEDDING,
+    "explorer/neighbours/*.parquet": tables.NEIGHBOUR_GRAPH,
 }
 VECTORS = ("phi", "centroid")
 
