@@ -144,7 +144,8 @@ def bundle(name: str, meta: pd.DataFrame, phi: np.ndarray, manifest: pd.DataFram
     rows = pd.Series(np.arange(len(meta)), index=meta.key.to_numpy())
     files = manifest.set_index("key").reindex(meta.key)
     factors = pd.DataFrame([json.loads(f) for f in files.factors.dropna()], index=files.factors.dropna().index)
-    selective = channels.sort_values("channel").selective.to_numpy()
+    channels = channels.sort_values("channel")
+    selective = channels.selective.to_numpy()
     colourings = [categorical("label", files.label_name.fillna(meta.label.astype(str).set_axis(files.index)))]
     colourings += [categorical(f"cluster k={k}", table.cluster) for k, table in assignments.items()]
     colourings += factor_colourings(factors.reindex(meta.key)) if len(factors) else []
@@ -165,8 +166,8 @@ def bundle(name: str, meta: pd.DataFrame, phi: np.ndarray, manifest: pd.DataFram
                      for k, table in assignments.items()],
         "channels": {"levels": packed(levels), "peak": peak.tolist(), "top": packed(top),
                      "top_levels": packed(top_levels), "selective": selective.tolist(),
-                     "pr": channels.sort_values("channel").pr.fillna(0).tolist(),
-                     "dead": channels.sort_values("channel").dead.tolist(),
+                     "pr": channels.pr.fillna(0).tolist(),
+                     "dead": channels.dead.tolist(),
                      "top_images": packed(channel_top_images(phi, channel_images))},
         "samples": [{"row": int(rows[key]), "key": key, "phi_error": group.phi_error.round(4).tolist(),
                      "images": [base64.b64encode(png).decode() for png in group.png]}
